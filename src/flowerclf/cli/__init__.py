@@ -1,0 +1,1 @@
+"""The ``flowerclf`` command line."""

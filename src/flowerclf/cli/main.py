@@ -1,0 +1,112 @@
+"""``flowerclf``: one command, one subcommand per job.
+
+Subcommands that run pipelines take Hydra overrides as trailing ``key=value`` arguments,
+e.g. ``flowerclf data prepare data=oxford102 data.root=/data seed=7``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from flowerclf import __version__
+from flowerclf.cli import data_commands
+
+log = logging.getLogger("flowerclf")
+
+OVERRIDES_HELP = (
+    "Hydra overrides: group=option (data=oxford102) or key=value (data.root=/data, seed=7); "
+    "see `flowerclf config show` and README 'Configuration'"
+)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from flowerclf.config import compose_config
+
+    cfg = compose_config(args.overrides)
+    sys.stdout.write(OmegaConf.to_yaml(cfg, resolve=True))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowerclf",
+        description="flowerclf: train, track, export and serve flower image classifiers.",
+        epilog="Run `flowerclf <command> --help` for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"flowerclf {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data_commands.register(commands, add_overrides)
+
+    config = commands.add_parser("config", help="inspect the Hydra configuration")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = config_commands.add_parser(
+        "show", help="print the composed config for the given overrides (validates them)"
+    )
+    add_overrides(show)
+    show.set_defaults(handler=_config_show)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # Third-party libraries are chatty at INFO; keep their warnings only.
+    for noisy in ("matplotlib", "PIL", "urllib3", "hydra"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from flowerclf.config import ConfigError
+    from flowerclf.data.archive import UnsafeArchiveError
+    from flowerclf.data.download import DownloadError
+    from flowerclf.data.recipes import DatasetLayoutError
+
+    return (
+        ConfigError,
+        DatasetLayoutError,
+        DownloadError,
+        UnsafeArchiveError,
+        FileNotFoundError,
+        ValueError,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``flowerclf`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args)
+    handler: Any = args.handler
+    try:
+        return int(handler(args))
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except _known_errors() as exc:
+        from flowerclf.config import ConfigError
+
+        sys.stderr.write(f"error: {exc}\n")
+        if args.verbose:
+            log.exception("details")
+        if getattr(args, "json", False):
+            sys.stdout.write(json.dumps({"error": str(exc), "type": type(exc).__name__}) + "\n")
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE

@@ -1,0 +1,1 @@
+"""Datasets: acquisition, validation, de-duplication, splitting, manifests and loaders."""

@@ -1,0 +1,155 @@
+"""The preprocessing spec: one description of how pixels become model input.
+
+It is resolved once from the backbone's timm pretrained config (plus explicit overrides in
+the model config), stored with every trained and exported model, and read back by every
+runtime. :func:`preprocess_eval` is a torch-free implementation of the evaluation transform
+(resize shorter side, centre crop, normalise) that matches timm's ``create_transform``
+output for the same spec; a test holds the two together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """Evaluation preprocessing. ``input_size`` is the square side fed to the network."""
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation {self.interpolation!r} is not supported; "
+                f"valid: {sorted(INTERPOLATIONS)}"
+            )
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if self.input_size < 8:
+            raise ValueError(f"input_size must be >= 8, got {self.input_size}")
+
+    @property
+    def resize_size(self) -> int:
+        """Shorter-side size before the centre crop (timm's rule)."""
+        return math.floor(self.input_size / self.crop_pct)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        data["resize_size"] = self.resize_size
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PreprocessSpec:
+        return cls(
+            input_size=int(data["input_size"]),
+            mean=_triple(data["mean"]),
+            std=_triple(data["std"]),
+            interpolation=str(data.get("interpolation", "bicubic")),
+            crop_pct=float(data.get("crop_pct", 0.875)),
+        )
+
+    def timm_data_config(self) -> dict[str, Any]:
+        """The same spec in the form timm's ``create_transform`` takes."""
+        return {
+            "input_size": (3, self.input_size, self.input_size),
+            "mean": self.mean,
+            "std": self.std,
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+            "crop_mode": "center",
+        }
+
+
+def _triple(values: Sequence[float]) -> tuple[float, float, float]:
+    items = tuple(float(v) for v in values)
+    if len(items) != 3:
+        raise ValueError(f"expected 3 values (one per RGB channel), got {list(values)}")
+    return items  # type: ignore[return-value]
+
+
+def resolve_spec(arch: str, overrides: Mapping[str, Any] | None = None) -> PreprocessSpec:
+    """Build the spec for timm model ``arch``; non-null ``overrides`` win.
+
+    Architectures timm does not know (``simple_cnn``) must give every field in overrides.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    base: dict[str, Any] = {}
+    try:
+        import timm
+
+        pretrained_cfg = timm.get_pretrained_cfg(arch)
+    except (ImportError, RuntimeError):
+        pretrained_cfg = None
+    if pretrained_cfg is not None:
+        cfg = pretrained_cfg.to_dict()
+        base = {
+            "input_size": int(cfg["input_size"][-1]),
+            "mean": cfg.get("mean", IMAGENET_MEAN),
+            "std": cfg.get("std", IMAGENET_STD),
+            "interpolation": cfg.get("interpolation", "bicubic") or "bicubic",
+            "crop_pct": cfg.get("crop_pct", 0.875) or 0.875,
+        }
+    merged = {**base, **overrides}
+    missing = [k for k in ("input_size", "mean", "std") if k not in merged]
+    if missing:
+        raise ValueError(
+            f"no timm pretrained config for {arch!r}; set model.preprocess.{missing[0]} "
+            f"(and {', '.join(missing[1:]) or 'nothing else'}) in the model config"
+        )
+    return PreprocessSpec.from_dict(merged)
+
+
+def preprocess_eval(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """Resize the shorter side, centre crop and normalise: float32 array ``(3, S, S)``.
+
+    Mirrors torchvision's ``Resize(int) -> CenterCrop -> ToTensor -> Normalize`` on PIL
+    images, as timm builds it for ``crop_mode="center"``.
+    """
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    width, height = image.size
+    short = spec.resize_size
+    # torchvision keeps the aspect ratio and truncates the long side.
+    if width <= height:
+        new_w, new_h = short, int(short * height / width)
+    else:
+        new_w, new_h = int(short * width / height), short
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), INTERPOLATIONS[spec.interpolation])
+    size = spec.input_size
+    # torchvision's centre-crop rounding
+    top = int(round((new_h - size) / 2.0))
+    left = int(round((new_w - size) / 2.0))
+    if top < 0 or left < 0:  # tiny images: pad like torchvision (zeros) before cropping
+        padded = Image.new("RGB", (max(new_w, size), max(new_h, size)))
+        padded.paste(image, ((max(size - new_w, 0)) // 2, (max(size - new_h, 0)) // 2))
+        image, new_w, new_h = padded, padded.width, padded.height
+        top = int(round((new_h - size) / 2.0))
+        left = int(round((new_w - size) / 2.0))
+    image = image.crop((left, top, left + size, top + size))
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    array = (array - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(
+        spec.std, dtype=np.float32
+    )
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
