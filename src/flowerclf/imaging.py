@@ -21,9 +21,7 @@ DEFAULT_MAX_PIXELS = 89_478_485
 
 # Formats a flower photo realistically arrives in. Pillow can open more (PSD, ICNS, EPS via
 # Ghostscript...), but each extra decoder is attack surface with no benefit here.
-SUPPORTED_FORMATS: frozenset[str] = frozenset(
-    {"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"}
-)
+SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"})
 
 
 class ImageDecodeError(ValueError):
@@ -64,8 +62,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
             scaled = arr * (255.0 / top)
         else:  # "F": assume [0, 1] floats when they fit, else min-max.
             lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
-            scaled = arr * 255.0 if lo >= 0.0 and hi <= 1.0 else (arr - lo) / max(hi - lo, 1e-12) * 255
-        grey = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+            scaled = (
+                arr * 255.0 if lo >= 0.0 and hi <= 1.0 else (arr - lo) / max(hi - lo, 1e-12) * 255
+            )
+        grey = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
         return grey.convert("RGB")
     if mode == "CMYK":
         icc = img.info.get("icc_profile")

@@ -139,17 +139,23 @@ def preprocess_eval(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
         image = image.resize((new_w, new_h), INTERPOLATIONS[spec.interpolation])
     size = spec.input_size
     # torchvision's centre-crop rounding
-    top = int(round((new_h - size) / 2.0))
-    left = int(round((new_w - size) / 2.0))
+    top = round((new_h - size) / 2.0)
+    left = round((new_w - size) / 2.0)
     if top < 0 or left < 0:  # tiny images: pad like torchvision (zeros) before cropping
         padded = Image.new("RGB", (max(new_w, size), max(new_h, size)))
         padded.paste(image, ((max(size - new_w, 0)) // 2, (max(size - new_h, 0)) // 2))
         image, new_w, new_h = padded, padded.width, padded.height
-        top = int(round((new_h - size) / 2.0))
-        left = int(round((new_w - size) / 2.0))
+        top = round((new_h - size) / 2.0)
+        left = round((new_w - size) / 2.0)
     image = image.crop((left, top, left + size, top + size))
     array = np.asarray(image, dtype=np.float32) / 255.0
     array = (array - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(
         spec.std, dtype=np.float32
     )
     return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def spec_from_model_config(model_cfg: Mapping[str, Any]) -> PreprocessSpec:
+    """Resolve the spec for a ``model`` config section (``arch`` + ``preprocess`` overrides)."""
+    overrides = model_cfg.get("preprocess") or {}
+    return resolve_spec(str(model_cfg["arch"]), dict(overrides))

@@ -61,7 +61,9 @@ class DataConfig(_Strict):
                 f"oxford102_swapped); {self.recipe} supports split=random"
             )
         if self.recipe == "folder" and not self.source:
-            raise ValueError("data=folder needs data.source=<directory or archive of class folders>")
+            raise ValueError(
+                "data=folder needs data.source=<directory or archive of class folders>"
+            )
         return self
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -95,7 +94,7 @@ def download(remote: RemoteFile, directory: Path, *, timeout: float = 60.0) -> P
                     bar.update(len(chunk))
             fh.flush()
             os.fsync(fh.fileno())
-    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
+    except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as exc:
         part.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         raise DownloadError(
@@ -105,7 +104,10 @@ def download(remote: RemoteFile, directory: Path, *, timeout: float = 60.0) -> P
         ) from exc
     if not remote.digest:
         log.warning(
-            "%s has no published checksum; its %s is %s", remote.url, remote.algorithm, h.hexdigest()
+            "%s has no published checksum; its %s is %s",
+            remote.url,
+            remote.algorithm,
+            h.hexdigest(),
         )
     elif h.hexdigest() != remote.digest:
         part.unlink(missing_ok=True)

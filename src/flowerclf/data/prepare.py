@@ -26,7 +26,7 @@ from flowerclf.data.curation import Candidate, curate
 from flowerclf.data.manifest import DATASET_FILE, ManifestRow, write_atomic, write_manifest
 from flowerclf.data.recipes import SPLITS, RawListing, Recipe, make_recipe
 from flowerclf.data.scan import ScanResult, scan_files
-from flowerclf.data.sources import acquire_raw, default_data_root, describe_source
+from flowerclf.data.sources import acquire_raw, default_data_root
 from flowerclf.data.split import stratified_split
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,7 @@ def _size_stats(rows: Sequence[ManifestRow], scans: Mapping[str, ScanResult]) ->
         "height": describe([r.height for r in rows]),
         "shorter_side": describe([min(r.width, r.height) for r in rows]),
         "aspect_ratio": {
-            k: round(v, 3)
-            for k, v in describe([r.width / r.height for r in rows]).items()
+            k: round(v, 3) for k, v in describe([r.width / r.height for r in rows]).items()
         },
         "formats": dict(sorted(Counter(scans[r.path].image_format for r in rows).items())),
         "modes": dict(sorted(Counter(scans[r.path].mode for r in rows).items())),
@@ -248,7 +247,7 @@ def prepare_dataset(options: PrepareOptions) -> dict[str, Any]:
 
     recipe: Recipe = make_recipe(options.recipe, options.classes)
     root = options.root
-    raw_dir = acquire_raw(
+    raw_dir, source_used = acquire_raw(
         recipe,
         options.source,
         root,
@@ -286,7 +285,7 @@ def prepare_dataset(options: PrepareOptions) -> dict[str, Any]:
         "dataset": options.name,
         "recipe": options.recipe,
         "description": recipe.description,
-        "source": describe_source(recipe, options.source),
+        "source": source_used,
         "licence": recipe.licence,
         "citation": recipe.citation,
         "data_root": str(root),

@@ -272,9 +272,7 @@ class Oxford102Recipe(Recipe):
                 _link_or_copy_tree(directory / "jpg", staging / "jpg")
             elif archive.is_file():
                 extract_archive(archive, staging / "extract")
-                inner = _unwrap_single_folder(
-                    staging / "extract", lambda d: (d / "jpg").is_dir()
-                )
+                inner = _unwrap_single_folder(staging / "extract", lambda d: (d / "jpg").is_dir())
                 (inner / "jpg").rename(staging / "jpg")
                 shutil.rmtree(staging / "extract")
             else:

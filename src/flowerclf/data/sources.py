@@ -91,8 +91,8 @@ def acquire_raw(
     *,
     refresh: bool = False,
     source_sha256: str | None = None,
-) -> Path:
-    """Return ``<root>/raw/<raw_name>``, creating it from the resolved source if needed."""
+) -> tuple[Path, str]:
+    """Return ``<root>/raw/<raw_name>`` and the source it was made from, creating it if needed."""
     raw_dir = root / "raw" / recipe.raw_name
     described = describe_source(recipe, source)
     marker = raw_dir / RAW_MARKER
@@ -100,7 +100,7 @@ def acquire_raw(
         recorded = json.loads(marker.read_text(encoding="utf-8")).get("source")
         if recorded == described or not source:
             log.info("reusing raw copy %s (from %s)", raw_dir, recorded)
-            return raw_dir
+            return raw_dir, str(recorded)
         log.info("source changed (%s -> %s); rebuilding %s", recorded, described, raw_dir)
     if raw_dir.exists():
         shutil.rmtree(raw_dir)
@@ -112,4 +112,4 @@ def acquire_raw(
         json.dumps({"recipe": recipe.raw_name, "source": described}, indent=2) + "\n",
         encoding="utf-8",
     )
-    return raw_dir
+    return raw_dir, described

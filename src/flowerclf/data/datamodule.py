@@ -1,0 +1,214 @@
+"""The LightningDataModule: manifest in, seeded train/val/test DataLoaders out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from flowerclf.data.manifest import (
+    DATASET_FILE,
+    ManifestRow,
+    manifest_sha256,
+    read_classes,
+    read_manifest,
+)
+from flowerclf.data.transforms import EvalTransform, build_mixup, build_train_transform
+from flowerclf.imaging import load_rgb
+from flowerclf.preprocess import PreprocessSpec
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class ManifestDataset(Dataset[tuple[torch.Tensor, int, int]]):
+    """Images of one split: ``(tensor, label, manifest id)``."""
+
+    def __init__(
+        self,
+        raw_dir: Path,
+        rows: Sequence[ManifestRow],
+        transform: Callable[[Any], torch.Tensor],
+    ) -> None:
+        self.raw_dir = raw_dir
+        self.rows = list(rows)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        row = self.rows[index]
+        image = load_rgb(self.raw_dir / row.path)
+        return self.transform(image), row.label, row.id
+
+
+def prepared_raw_dir(prepared_dir: Path) -> Path:
+    """The raw directory a prepared dataset's manifest paths are relative to."""
+    info_path = prepared_dir / DATASET_FILE
+    if not info_path.is_file():
+        raise FileNotFoundError(
+            f"{info_path} not found; prepare the dataset first with `flowerclf data prepare`"
+        )
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    return prepared_dir.parent / info["raw_dir"]
+
+
+class FlowerDataModule(L.LightningDataModule):
+    """Serves a prepared dataset to Lightning.
+
+    Args:
+        prepared_dir: ``<data.root>/<data.name>`` as written by ``flowerclf data prepare``.
+        spec: preprocessing of the model being trained.
+        augment: the ``augment`` config section.
+        seed: seeds the training shuffle and (through Lightning) the workers.
+        train_splits: manifest splits used for training (e.g. ``["train", "val"]`` to
+            train on train+val for the final Oxford-102 protocol).
+    """
+
+    def __init__(
+        self,
+        prepared_dir: str | Path,
+        spec: PreprocessSpec,
+        augment: Mapping[str, Any] | None = None,
+        *,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        seed: int = 42,
+        train_splits: Sequence[str] = ("train",),
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.prepared_dir = Path(prepared_dir)
+        self.spec = spec
+        self.augment = dict(augment or {})
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.seed = seed
+        self.train_splits = tuple(train_splits)
+        self.label_smoothing = label_smoothing
+        self.classes: list[str] = []
+        self.rows: list[ManifestRow] = []
+        self.mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+        self.mixup = None  # type: ignore[assignment]
+        self._datasets: dict[str, ManifestDataset] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Any, spec: PreprocessSpec) -> FlowerDataModule:
+        """Build from a composed config (``cfg.data``, ``cfg.augment``, ``cfg.seed``)."""
+        from omegaconf import OmegaConf
+
+        from flowerclf.data.prepare import resolve_root
+
+        data = cfg.data
+        augment = OmegaConf.to_container(cfg.augment, resolve=True) if "augment" in cfg else {}
+        return cls(
+            resolve_root(data.root) / data.name,
+            spec,
+            augment,  # type: ignore[arg-type]
+            batch_size=int(data.batch_size),
+            num_workers=int(data.num_workers),
+            pin_memory=bool(data.pin_memory),
+            persistent_workers=bool(data.persistent_workers),
+            seed=int(cfg.seed),
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def manifest_sha256(self) -> str:
+        return manifest_sha256(self.prepared_dir)
+
+    def prepare_data(self) -> None:
+        # Preparation is its own CLI step; here we only fail early and clearly.
+        read_classes(self.prepared_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._datasets:
+            return
+        self.classes = read_classes(self.prepared_dir)
+        self.rows = read_manifest(self.prepared_dir)
+        raw_dir = prepared_raw_dir(self.prepared_dir)
+        eval_transform = EvalTransform(self.spec)
+        train_transform = build_train_transform(self.spec, self.augment)
+        train_rows = [r for r in self.rows if r.split in self.train_splits]
+        self._datasets = {
+            "train": ManifestDataset(raw_dir, train_rows, train_transform),
+            "train_eval": ManifestDataset(raw_dir, train_rows, eval_transform),
+            "val": ManifestDataset(raw_dir, self.split_rows("val"), eval_transform),
+            "test": ManifestDataset(raw_dir, self.split_rows("test"), eval_transform),
+            "all": ManifestDataset(raw_dir, self.rows, eval_transform),
+        }
+        self.mixup = build_mixup(self.augment, self.num_classes, self.label_smoothing)  # type: ignore[assignment]
+        log.info(
+            "data: %s, train %d / val %d / test %d",
+            self.prepared_dir.name,
+            len(self._datasets["train"]),
+            len(self._datasets["val"]),
+            len(self._datasets["test"]),
+        )
+
+    def split_rows(self, split: str) -> list[ManifestRow]:
+        return [r for r in self.rows if r.split == split]
+
+    def dataset(self, name: str) -> ManifestDataset:
+        """``train`` (augmented), ``train_eval``, ``val``, ``test`` or ``all`` (eval transform)."""
+        self.setup()
+        return self._datasets[name]
+
+    def _loader(self, name: str, *, shuffle: bool) -> DataLoader[Any]:
+        from lightning.fabric.utilities.seed import pl_worker_init_function
+
+        dataset = self.dataset(name)
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            worker_init_fn=pl_worker_init_function if self.num_workers else None,
+            generator=generator,
+            # Drop a trailing batch of one: BatchNorm cannot train on it.
+            drop_last=shuffle and len(dataset) % self.batch_size == 1,
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader[Any]:
+        return self._loader("all", shuffle=False)
+
+    def loader(self, name: str) -> DataLoader[Any]:
+        """An unshuffled loader over any named dataset (see :meth:`dataset`)."""
+        return self._loader(name, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """Apply MixUp/CutMix to training batches on the device (targets become soft)."""
+        trainer = getattr(self, "trainer", None)
+        if self.mixup is not None and trainer is not None and trainer.training:
+            images, labels, ids = batch
+            if images.shape[0] % 2 == 0:  # timm's batch mode needs an even batch
+                images, targets = self.mixup(images, labels)
+                return images, targets, ids
+        return batch
