@@ -119,7 +119,7 @@ def decode_rgb(
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"too many pixels (decompression bomb guard): {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"corrupt image header: {exc}") from None
+        raise ImageDecodeError(f"corrupt or truncated image header: {exc}") from None
 
     fmt = img.format or "UNKNOWN"
     if fmt not in formats:

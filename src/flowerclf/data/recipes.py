@@ -119,7 +119,12 @@ class FolderRecipe(Recipe):
         subdirs = [p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")]
         if self.classes:
             return all((directory / c).is_dir() for c in self.classes)
-        return bool(subdirs) and any(any(p.iterdir()) for p in subdirs)
+        # A wrapper folder (flower_photos/) holds only folders; a class folder holds files.
+        return any(
+            child.is_file() and not child.name.startswith(".")
+            for subdir in subdirs
+            for child in subdir.iterdir()
+        )
 
     def materialize(self, source: Path, raw_dir: Path) -> None:
         if is_archive(source):

@@ -1,0 +1,54 @@
+# flowerclf developer tasks. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+# torch/torchvision are pinned here, not in pyproject, so users can pick their own build
+# (CPU-only wheels, another CUDA); these versions install from local disk on the dev machines.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DATASET ?= tf_flowers
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install quickstart data data-all test test-fast lint format pre-commit-install clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-20s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python ## create .venv and install flowerclf with dev tools
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install $(TORCH_SPEC)
+	$(BIN)/pip install -e ".[dev]"
+
+quickstart: install ## install, then prepare the tf_flowers dataset (main job)
+	$(BIN)/flowerclf data prepare data=$(DATASET)
+
+data: ## prepare DATASET (default tf_flowers)
+	$(BIN)/flowerclf data prepare data=$(DATASET)
+
+data-all: ## prepare tf_flowers, tf_flowers4 and oxford102
+	for d in tf_flowers tf_flowers4 oxford102; do $(BIN)/flowerclf data prepare data=$$d || exit 1; done
+
+test: ## run the test suite (unit + integration on the real datasets)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: ## unit tests only
+	$(BIN)/python -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
+
+lint: ## ruff lint and format check
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: ## ruff fix and format
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+pre-commit-install: ## install the git pre-commit hook
+	$(BIN)/pre-commit install
+
+clean: ## remove caches and build outputs (not the venv, not data)
+	rm -rf build dist .pytest_cache .ruff_cache src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
