@@ -100,7 +100,91 @@ class AugmentConfig(_Strict):
         return value
 
 
-SCHEMAS: dict[str, type[BaseModel]] = {"data": DataConfig, "augment": AugmentConfig}
+class PreprocessConfig(_Strict):
+    input_size: int | None = Field(None, ge=8, le=2048)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] | None = None
+    crop_pct: float | None = Field(None, gt=0.0, le=1.0)
+
+
+class ModelConfig(_Strict):
+    name: str
+    arch: str
+    pretrained: bool = True
+    weights: str | None = None
+    embedding_dim: int = Field(128, ge=2, le=4096)
+    drop_rate: float = Field(0.2, ge=0.0, lt=1.0)
+    preprocess: PreprocessConfig = PreprocessConfig()
+
+
+class EarlyStoppingConfig(_Strict):
+    monitor: Literal["val/acc", "val/loss", "val/ce", "val/macro_f1"] = "val/acc"
+    mode: Literal["max", "min"] = "max"
+    patience: int = Field(5, ge=0)
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrainerConfig(_Strict):
+    mode: Literal["finetune", "cached"] = "finetune"
+    max_epochs: int = Field(30, ge=1)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int = Field(1, ge=1)
+    precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed", "32", "16"] = "auto"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    backbone_lr_mult: float = Field(0.1, ge=0.0, le=10.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    scheduler: Literal["cosine", "none"] = "cosine"
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    min_lr_factor: float = Field(0.01, ge=0.0, le=1.0)
+    freeze_backbone_epochs: int = Field(0, ge=0)
+    gradient_clip_val: float | None = Field(1.0, gt=0.0)
+    check_val_every_n_epoch: int = Field(1, ge=1)
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    train_splits: list[Literal["train", "val", "test"]] = ["train"]
+    tail_blocks: int = Field(0, ge=0)
+    cache_views: int = Field(1, ge=1, le=64)
+    cached_batch_size: int = Field(256, ge=1)
+    feature_runtime: Literal["onnx", "torch"] = "onnx"
+    deterministic: bool = False
+    limit_train_batches: float | int | None = None
+    limit_val_batches: float | int | None = None
+    log_every_n_steps: int = Field(10, ge=1)
+    knn_k: int = Field(5, ge=1)
+
+
+class LossConfig(_Strict):
+    embedding: Literal["none", "cosine", "supcon", "siglip"] = "none"
+    embedding_weight: float = Field(0.0, ge=0.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    cosine_margin: float = Field(0.0, ge=-1.0, le=1.0)
+    temperature: float = Field(0.1, gt=0.0)
+
+
+class LoggerConfig(_Strict):
+    enabled: bool = True
+    tracking_uri: str | None = None
+    experiment_name: str = Field("flowerclf", min_length=1)
+    run_name: str | None = None
+    log_model: bool = True
+
+
+class PathsConfig(_Strict):
+    output_dir: str = "outputs"
+    cache_dir: str | None = None
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "data": DataConfig,
+    "augment": AugmentConfig,
+    "model": ModelConfig,
+    "trainer": TrainerConfig,
+    "loss": LossConfig,
+    "logger": LoggerConfig,
+    "paths": PathsConfig,
+}
 
 
 def _format_errors(section: str, schema: type[BaseModel], exc: ValidationError) -> str:

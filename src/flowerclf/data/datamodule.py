@@ -169,11 +169,12 @@ class FlowerDataModule(L.LightningDataModule):
         self.setup()
         return self._datasets[name]
 
-    def _loader(self, name: str, *, shuffle: bool) -> DataLoader[Any]:
+    def _loader(self, name: str, *, shuffle: bool, seed_offset: int = 0) -> DataLoader[Any]:
         from lightning.fabric.utilities.seed import pl_worker_init_function
 
         dataset = self.dataset(name)
-        generator = torch.Generator().manual_seed(self.seed)
+        # The generator seeds both the shuffle and the workers' augmentation streams.
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * seed_offset)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -199,9 +200,10 @@ class FlowerDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader[Any]:
         return self._loader("all", shuffle=False)
 
-    def loader(self, name: str) -> DataLoader[Any]:
-        """An unshuffled loader over any named dataset (see :meth:`dataset`)."""
-        return self._loader(name, shuffle=False)
+    def loader(self, name: str, seed_offset: int = 0) -> DataLoader[Any]:
+        """An unshuffled loader over any named dataset (see :meth:`dataset`);
+        ``seed_offset`` gives another reproducible augmentation draw."""
+        return self._loader(name, shuffle=False, seed_offset=seed_offset)
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """Apply MixUp/CutMix to training batches on the device (targets become soft)."""

@@ -1,0 +1,182 @@
+"""The LightningModule: FlowerNet + FlowerLoss, optimiser groups, metrics, freezing."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from flowerclf.models.net import FlowerNet, build_net
+from flowerclf.preprocess import PreprocessSpec
+from flowerclf.training.losses import FlowerLoss
+
+
+def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_factor: float) -> float:
+    """LR multiplier: linear warm-up, then cosine decay to ``min_factor``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = min(max(progress, 0.0), 1.0)
+    return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class FlowerClassifier(L.LightningModule):
+    """Trains a :class:`FlowerNet` with CE + embedding loss.
+
+    Args:
+        config: the resolved run config (plain dict); ``model``, ``loss`` and ``trainer``
+            sections are used here, everything is saved in checkpoints.
+        classes: class names in label order (from the manifest).
+        spec: preprocessing (saved so checkpoints are self-describing).
+        pretrained: load ImageNet weights (False when restoring from a checkpoint).
+        input_mode: ``image`` (images in) or ``trunk`` (cached trunk outputs in).
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        classes: list[str],
+        spec: dict[str, Any],
+        pretrained: bool = True,
+        input_mode: str = "image",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["pretrained", "input_mode"])
+        self.config = config
+        self.classes = list(classes)
+        self.spec = PreprocessSpec.from_dict(spec)
+        self.input_mode = input_mode
+        model_cfg, trainer_cfg, loss_cfg = config["model"], config["trainer"], config["loss"]
+        self.net: FlowerNet
+        self.net, self.weights_origin = build_net(
+            model_cfg,
+            len(classes),
+            tail_blocks=int(trainer_cfg.get("tail_blocks", 0)),
+            pretrained=pretrained and bool(model_cfg.get("pretrained", True)),
+        )
+        self.criterion = FlowerLoss(
+            len(classes),
+            self.net.embedding_dim,
+            embedding_loss=str(loss_cfg.get("embedding", "none")),
+            embedding_weight=float(loss_cfg.get("embedding_weight", 0.0)),
+            label_smoothing=float(loss_cfg.get("label_smoothing", 0.0)),
+            cosine_margin=float(loss_cfg.get("cosine_margin", 0.0)),
+            temperature=float(loss_cfg.get("temperature", 0.1)),
+        )
+        num_classes = len(classes)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.freeze_epochs = int(trainer_cfg.get("freeze_backbone_epochs", 0))
+
+    # --- forward -------------------------------------------------------------------------
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.input_mode == "trunk":
+            return self.net.forward_from_trunk(inputs)
+        return self.net(inputs)
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        inputs, targets, _ = batch
+        logits, embeddings = self(inputs)
+        loss = self.criterion(logits, embeddings, targets)
+        batch_size = inputs.shape[0]
+        # Epoch means only: one point per epoch makes the curves and the run easy to compare.
+        epoch_only = {"on_step": False, "on_epoch": True, "batch_size": batch_size}
+        self.log("train/loss", loss.total, prog_bar=True, **epoch_only)
+        self.log("train/ce", loss.ce, **epoch_only)
+        self.log("train/embedding_loss", loss.embedding, **epoch_only)
+        hard = targets.argmax(dim=1) if targets.dim() == 2 else targets
+        accuracy = (logits.argmax(dim=1) == hard).float().mean()
+        self.log("train/acc", accuracy, prog_bar=True, **epoch_only)
+        return loss.total
+
+    def _eval_step(self, batch: Any, prefix: str) -> None:
+        inputs, labels, _ = batch
+        logits, embeddings = self(inputs)
+        loss = self.criterion(logits, embeddings, labels)
+        accuracy, f1 = (
+            (self.val_acc, self.val_f1) if prefix == "val" else (self.test_acc, self.test_f1)
+        )
+        accuracy(logits, labels)
+        f1(logits, labels)
+        size = inputs.shape[0]
+        self.log(f"{prefix}/loss", loss.total, prog_bar=prefix == "val", batch_size=size)
+        self.log(f"{prefix}/ce", loss.ce, batch_size=size)
+        self.log(f"{prefix}/acc", accuracy, prog_bar=prefix == "val", batch_size=size)
+        self.log(f"{prefix}/macro_f1", f1, batch_size=size)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        inputs, labels, ids = batch
+        logits, embeddings = self(inputs)
+        return {
+            "probabilities": logits.float().softmax(dim=1),
+            "embeddings": embeddings.float(),
+            "labels": labels,
+            "ids": ids,
+        }
+
+    # --- freezing ------------------------------------------------------------------------
+
+    def _set_backbone_trainable(self, trainable: bool) -> None:
+        part: nn.Module = self.net.tail if self.input_mode == "trunk" else self.net.backbone
+        for parameter in part.parameters():
+            parameter.requires_grad_(trainable)
+        if not trainable:
+            part.eval()  # keep BatchNorm statistics frozen too
+
+    def on_train_epoch_start(self) -> None:
+        self._set_backbone_trainable(self.current_epoch >= self.freeze_epochs)
+
+    # --- optimisation --------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.config["trainer"]
+        lr = float(cfg["lr"])
+        backbone_lr = lr * float(cfg.get("backbone_lr_mult", 0.1))
+        backbone_ids = {id(p) for p in self.net.backbone.parameters()}
+        head_params = [p for p in self.parameters() if id(p) not in backbone_ids]
+        groups = [
+            {"params": list(self.net.backbone.parameters()), "lr": backbone_lr, "name": "backbone"},
+            {"params": head_params, "lr": lr, "name": "head"},
+        ]
+        weight_decay = float(cfg.get("weight_decay", 0.0))
+        name = str(cfg.get("optimizer", "adam")).lower()
+        if name == "adam":
+            optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, weight_decay=weight_decay)
+        elif name == "adamw":
+            optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
+        elif name == "sgd":
+            optimizer = torch.optim.SGD(
+                groups, momentum=float(cfg.get("momentum", 0.9)), nesterov=True,
+                weight_decay=weight_decay,
+            )  # fmt: skip
+        else:
+            raise ValueError(f"unknown optimizer {name!r}; valid: adam, adamw, sgd")
+        if str(cfg.get("scheduler", "cosine")) == "none":
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = round(
+            float(cfg.get("warmup_epochs", 0.0)) * total / max(1, self.trainer.max_epochs or 1)
+        )
+        min_factor = float(cfg.get("min_lr_factor", 0.01))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: cosine_with_warmup(step, warmup, total, min_factor)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
