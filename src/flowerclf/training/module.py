@@ -45,7 +45,8 @@ class FlowerClassifier(L.LightningModule):
         input_mode: str = "image",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["pretrained", "input_mode"])
+        # Params go to MLflow once, flattened, from train(); not again from Lightning.
+        self.save_hyperparameters(ignore=["pretrained", "input_mode"], logger=False)
         self.config = config
         self.classes = list(classes)
         self.spec = PreprocessSpec.from_dict(spec)

@@ -429,4 +429,6 @@ def _log_mlflow_model(
                 f"timm=={timm.__version__}",
             ],
             metadata={"classes": list(module.classes), "preprocess": spec.to_dict()},
+            # "pt2" (torch.export) would pin the batch size of the input example.
+            serialization_format="pickle",
         )
