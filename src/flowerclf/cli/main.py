@@ -80,8 +80,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from flowerclf.data.archive import UnsafeArchiveError
     from flowerclf.data.download import DownloadError
     from flowerclf.data.recipes import DatasetLayoutError
+    from flowerclf.imaging import ImageDecodeError
+    from flowerclf.models.weights import WeightsUnavailableError
 
     return (
+        WeightsUnavailableError,
+        ImageDecodeError,
         ConfigError,
         DatasetLayoutError,
         DownloadError,

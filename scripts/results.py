@@ -1,0 +1,92 @@
+"""Re-make the README results table.
+
+    python scripts/results.py run [ROW ...]   # train each row, save results/<row>.json
+    python scripts/results.py table           # print the Markdown table from results/*.json
+
+Each row is one `flowerclf train ... --json` command; its JSON output (metrics, wall-clock
+time, hardware) is stored verbatim, and the table is rendered only from those files.
+Set FLOWERCLF_DATA_DIR (and FLOWERCLF_SOURCES when offline) before `run`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+COMMON = ["logger.experiment_name=flowerclf-results", "logger.log_model=false"]
+
+ROWS: dict[str, list[str]] = {
+    "tf_flowers-majority": ["data=tf_flowers", "model=majority"],
+    "tf_flowers-lite0-ce": ["experiment=tf_flowers_fast", "loss=ce"],
+    "tf_flowers-lite0-ce_cosine": ["experiment=tf_flowers_fast", "loss=ce_cosine"],
+    "tf_flowers-lite0-ce_supcon": ["experiment=tf_flowers_fast", "loss=ce_supcon"],
+    "tf_flowers-lite0-ce_siglip": ["experiment=tf_flowers_fast", "loss=ce_siglip"],
+    "tf_flowers-lite0-ce-heads_only": [
+        "experiment=tf_flowers_fast", "loss=ce", "trainer.tail_blocks=0", "trainer.max_epochs=30",
+        "trainer.early_stopping.patience=10",
+    ],
+    "tf_flowers-simple_cnn-ce": [
+        "data=tf_flowers", "model=simple_cnn", "model.preprocess.input_size=96",
+        "trainer.accelerator=cpu", "trainer.max_epochs=6", "trainer.lr=0.003",
+        "trainer.backbone_lr_mult=1.0",
+    ],
+    "tf_flowers4-majority": ["data=tf_flowers4", "model=majority"],
+    "tf_flowers4-lite0-ce": ["experiment=tf_flowers4_fast", "loss=ce"],
+    "oxford102-majority": ["data=oxford102", "model=majority", "trainer.train_splits=[train,val]"],
+    "oxford102-lite0-ce": ["experiment=oxford102_fast", "loss=ce"],
+}  # fmt: skip
+
+
+def command(row: str) -> list[str]:
+    return ["flowerclf", "-q", "train", *ROWS[row], *COMMON, "--json"]
+
+
+def run(rows: list[str]) -> None:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    for row in rows or list(ROWS):
+        if row not in ROWS:
+            raise SystemExit(f"unknown row {row!r}; valid: {', '.join(ROWS)}")
+        print(f"== {row}: {' '.join(command(row))}", file=sys.stderr, flush=True)
+        done = subprocess.run(command(row), capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr[-3000:])
+            raise SystemExit(f"{row} failed with exit code {done.returncode}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result["command"] = " ".join(command(row)[:3] + ROWS[row])
+        (RESULTS_DIR / f"{row}.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(f"   test accuracy {result['metrics'].get('test/accuracy', float('nan')):.4f}, "
+              f"{result['train_time_s']:.0f} s", file=sys.stderr)  # fmt: skip
+
+
+def table() -> str:
+    lines = [
+        "| dataset | model | loss | test acc | macro-F1 | CE | ECE | kNN acc | train time | hardware | command |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]  # fmt: skip
+    for row in ROWS:
+        path = RESULTS_DIR / f"{row}.json"
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        m = result["metrics"]
+        dataset, model, *loss = row.split("-")
+        knn = m.get("test/knn_accuracy")
+        lines.append(
+            f"| {dataset} | {model} | {'-'.join(loss) or '-'} | {m['test/accuracy']:.4f} | "
+            f"{m['test/macro_f1']:.4f} | {m['test/cross_entropy']:.3f} | {m['test/ece']:.3f} | "
+            f"{'-' if knn is None else f'{knn:.4f}'} | {result['train_time_s']:.0f} s | "
+            f"{result['hardware']} | `{result['command']}` |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "table"):
+        raise SystemExit(__doc__)
+    if sys.argv[1] == "run":
+        run(sys.argv[2:])
+    else:
+        print(table())
