@@ -10,7 +10,7 @@ DATASET ?= tf_flowers
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install quickstart data data-all test test-fast lint format pre-commit-install clean
+.PHONY: help install quickstart data data-all train results results-table test test-fast lint format pre-commit-install clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -32,6 +32,16 @@ data: ## prepare DATASET (default tf_flowers)
 data-all: ## prepare tf_flowers, tf_flowers4 and oxford102
 	for d in tf_flowers tf_flowers4 oxford102; do $(BIN)/flowerclf data prepare data=$$d || exit 1; done
 
+train: ## train EXPERIMENT (default tf_flowers_fast: EfficientNet-Lite0 on the CPU fast path)
+	$(BIN)/flowerclf train experiment=$(or $(EXPERIMENT),tf_flowers_fast)
+
+results: ## re-run every README results row (long) and refresh the README table
+	$(BIN)/python scripts/results.py run
+	$(BIN)/python scripts/results.py readme
+
+results-table: ## refresh the README table from results/*.json
+	$(BIN)/python scripts/results.py readme
+
 test: ## run the test suite (unit + integration on the real datasets)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -39,8 +49,8 @@ test-fast: ## unit tests only
 	$(BIN)/python -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
 lint: ## ruff lint and format check
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 
 format: ## ruff fix and format
 	$(BIN)/ruff check --fix src tests

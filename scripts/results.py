@@ -2,6 +2,7 @@
 
     python scripts/results.py run [ROW ...]   # train each row, save results/<row>.json
     python scripts/results.py table           # print the Markdown table from results/*.json
+    python scripts/results.py readme          # put that table into README.md
 
 Each row is one `flowerclf train ... --json` command; its JSON output (metrics, wall-clock
 time, hardware) is stored verbatim, and the table is rendered only from those files.
@@ -50,7 +51,9 @@ def run(rows: list[str]) -> None:
         if row not in ROWS:
             raise SystemExit(f"unknown row {row!r}; valid: {', '.join(ROWS)}")
         print(f"== {row}: {' '.join(command(row))}", file=sys.stderr, flush=True)
-        done = subprocess.run(command(row), capture_output=True, text=True, check=False)
+        # The installed CLI of this interpreter, whether or not its venv is on PATH.
+        argv = [sys.executable, "-m", *command(row)]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             sys.stderr.write(done.stderr[-3000:])
             raise SystemExit(f"{row} failed with exit code {done.returncode}")
@@ -62,10 +65,8 @@ def run(rows: list[str]) -> None:
 
 
 def table() -> str:
-    lines = [
-        "| dataset | model | loss | test acc | macro-F1 | CE | ECE | kNN acc | train time | hardware | command |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---|",
-    ]  # fmt: skip
+    header = "dataset | model | loss | test acc | macro-F1 | CE | ECE | kNN acc | train time"
+    lines = [f"| {header} | hardware | command |", "|---|---|---|" + "---:|" * 6 + "---|---|"]
     for row in ROWS:
         path = RESULTS_DIR / f"{row}.json"
         if not path.is_file():
@@ -83,10 +84,21 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def write_readme() -> None:
+    readme = RESULTS_DIR.parent / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- results-table:start -->", "<!-- results-table:end -->"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{table()}\n{end}{tail}")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "table"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "table", "readme"):
         raise SystemExit(__doc__)
     if sys.argv[1] == "run":
         run(sys.argv[2:])
-    else:
+    elif sys.argv[1] == "table":
         print(table())
+    else:
+        write_readme()
