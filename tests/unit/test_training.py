@@ -164,3 +164,22 @@ def test_majority_baseline(workspace: Path, capsys: pytest.CaptureFixture[str]) 
     result = _train(capsys, workspace, "model=majority")
     assert 0.2 < result["metrics"]["test/accuracy"] < 0.5  # three balanced classes
     assert result["metrics"]["test/cross_entropy"] == pytest.approx(np.log(3), abs=0.05)
+
+
+def test_partial_fine_tuning_keeps_the_trunk_frozen(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flowerclf.training.module import FlowerClassifier
+    from flowerclf.utils.seeding import seed_everything
+
+    result = _train(capsys, workspace, "logger=none", "trainer.tail_blocks=1", "seed=5")
+    trained = FlowerClassifier.load_from_checkpoint(
+        result["checkpoint"], pretrained=False, weights_only=False
+    )
+    # Rebuild the initial weights: same seed, nothing drawn before construction in train().
+    seed_everything(5)
+    initial = FlowerClassifier(trained.config, trained.classes, trained.spec.to_dict())
+    first_trunk = next(iter(trained.net.trunk.parameters()))
+    torch.testing.assert_close(first_trunk, next(iter(initial.net.trunk.parameters())))
+    last_tail = next(iter(trained.net.tail.parameters()))
+    assert not torch.equal(last_tail, next(iter(initial.net.tail.parameters())))

@@ -71,8 +71,12 @@ def _configure_logging(args: argparse.Namespace) -> None:
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     # Third-party libraries are chatty at INFO; keep their warnings only.
-    for noisy in ("matplotlib", "PIL", "urllib3", "hydra"):
+    for noisy in ("matplotlib", "PIL", "urllib3", "hydra", "alembic", "mlflow"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # Lightning attaches its own console handler; without this every line prints twice.
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).propagate = False
+        logging.getLogger(name).setLevel(level)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:

@@ -133,7 +133,8 @@ class FlowerClassifier(L.LightningModule):
     # --- freezing ------------------------------------------------------------------------
 
     def _set_backbone_trainable(self, trainable: bool) -> None:
-        part: nn.Module = self.net.tail if self.input_mode == "trunk" else self.net.backbone
+        """Freeze or unfreeze the backbone part that trains (the tail when it is cut)."""
+        part: nn.Module = self.net.tail if self.net.tail_blocks > 0 else self.net.backbone
         for parameter in part.parameters():
             parameter.requires_grad_(trainable)
         if not trainable:
@@ -141,6 +142,12 @@ class FlowerClassifier(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._set_backbone_trainable(self.current_epoch >= self.freeze_epochs)
+        if self.input_mode == "image" and self.net.tail_blocks > 0:
+            # Partial fine-tuning on images: the trunk stays frozen (weights and BatchNorm
+            # statistics); only the last `tail_blocks` blocks and the heads learn.
+            for parameter in self.net.trunk.parameters():
+                parameter.requires_grad_(False)
+            self.net.trunk.eval()
 
     # --- optimisation --------------------------------------------------------------------
 
