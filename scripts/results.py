@@ -29,6 +29,10 @@ ROWS: dict[str, list[str]] = {
         "experiment=tf_flowers_fast", "loss=ce", "trainer.tail_blocks=0", "trainer.max_epochs=30",
         "trainer.early_stopping.patience=10",
     ],
+    "tf_flowers-lite0-ce-strong_aug_tail2": [
+        "experiment=tf_flowers_fast", "augment=strong", "trainer.tail_blocks=2",
+        "trainer.cache_views=3",
+    ],
     "tf_flowers-simple_cnn-ce": [
         "data=tf_flowers", "model=simple_cnn", "model.preprocess.input_size=96",
         "trainer.accelerator=cpu", "trainer.max_epochs=6", "trainer.lr=0.003",
@@ -36,6 +40,10 @@ ROWS: dict[str, list[str]] = {
     ],
     "tf_flowers4-majority": ["data=tf_flowers4", "model=majority"],
     "tf_flowers4-lite0-ce": ["experiment=tf_flowers4_fast", "loss=ce"],
+    "tf_flowers4-lite0-ce-strong_aug_tail2": [
+        "experiment=tf_flowers4_fast", "augment=strong", "trainer.tail_blocks=2",
+        "trainer.cache_views=3",
+    ],
     "oxford102-majority": ["data=oxford102", "model=majority", "trainer.train_splits=[train,val]"],
     "oxford102-lite0-ce": ["experiment=oxford102_fast", "loss=ce"],
 }  # fmt: skip
