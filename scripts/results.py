@@ -46,6 +46,10 @@ ROWS: dict[str, list[str]] = {
     ],
     "oxford102-majority": ["data=oxford102", "model=majority", "trainer.train_splits=[train,val]"],
     "oxford102-lite0-ce": ["experiment=oxford102_fast", "loss=ce"],
+    "oxford102-lite0-ce-strong_aug_tail2": [
+        "experiment=oxford102_fast", "augment=strong", "trainer.tail_blocks=2",
+        "trainer.cache_views=3",
+    ],
 }  # fmt: skip
 
 
