@@ -1,4 +1,4 @@
-"""Run a torch module through ONNX Runtime: several times faster than eager PyTorch on CPU.
+"""Run a torch module through ONNX Runtime, usually faster than eager PyTorch on CPU.
 
 Used for the frozen trunk of the CPU fast path and for batch evaluation; the exported,
 checked model package of ``flowerclf export`` builds on the same export call.

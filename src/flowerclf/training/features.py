@@ -2,7 +2,7 @@
 
 Train images are cached under several augmented views (``trainer.cache_views``); val and
 test images once with the evaluation transform. The trunk runs through ONNX Runtime by
-default (several times faster than PyTorch eager on CPU) or through PyTorch. Caches are
+default (usually faster than PyTorch eager on CPU) or through PyTorch. Caches are
 keyed by everything that changes their content (manifest, weights, trunk cut, preprocessing,
 augmentation, views, seed, runtime) and reused across runs.
 """
