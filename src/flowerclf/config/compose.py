@@ -9,14 +9,14 @@ typo gets "did you mean" and the list of what is valid.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from importlib import resources
 
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 CONFIG_MODULE = "flowerclf.conf"
@@ -117,10 +117,3 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
     validate_config(cfg)
     return cfg
-
-
-def to_container(cfg: DictConfig) -> Mapping[str, object]:
-    """Resolved plain-dict view of a config (for logging and JSON)."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)  # a DictConfig always converts to a dict
-    return container

@@ -100,13 +100,14 @@ class FlowerDataModule(L.LightningDataModule):
         self.label_smoothing = label_smoothing
         self.classes: list[str] = []
         self.rows: list[ManifestRow] = []
-        self.mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-        self.mixup = None  # type: ignore[assignment]
+        self.mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
+        self.mixup = None
         self._datasets: dict[str, ManifestDataset] = {}
 
     @classmethod
     def from_config(cls, cfg: Any, spec: PreprocessSpec) -> FlowerDataModule:
-        """Build from a composed config (``cfg.data``, ``cfg.augment``, ``cfg.seed``)."""
+        """Build from a composed config (``cfg.data``, ``cfg.augment``, ``cfg.seed`` and, when
+        present, ``cfg.trainer.train_splits`` and ``cfg.loss.label_smoothing``)."""
         from omegaconf import OmegaConf
 
         from flowerclf.data.prepare import resolve_root
@@ -122,6 +123,8 @@ class FlowerDataModule(L.LightningDataModule):
             pin_memory=bool(data.pin_memory),
             persistent_workers=bool(data.persistent_workers),
             seed=int(cfg.seed),
+            train_splits=tuple(cfg.trainer.train_splits) if "trainer" in cfg else ("train",),
+            label_smoothing=float(cfg.loss.label_smoothing) if "loss" in cfg else 0.0,
         )
 
     @property
@@ -152,7 +155,7 @@ class FlowerDataModule(L.LightningDataModule):
             "test": ManifestDataset(raw_dir, self.split_rows("test"), eval_transform),
             "all": ManifestDataset(raw_dir, self.rows, eval_transform),
         }
-        self.mixup = build_mixup(self.augment, self.num_classes, self.label_smoothing)  # type: ignore[assignment]
+        self.mixup = build_mixup(self.augment, self.num_classes, self.label_smoothing)
         log.info(
             "data: %s, train %d / val %d / test %d",
             self.prepared_dir.name,

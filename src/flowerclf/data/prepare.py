@@ -25,13 +25,12 @@ from typing import Any
 from flowerclf.data.curation import Candidate, curate
 from flowerclf.data.manifest import DATASET_FILE, ManifestRow, write_atomic, write_manifest
 from flowerclf.data.recipes import SPLITS, RawListing, Recipe, make_recipe
+from flowerclf.data.report import REPORT_JSON, write_report_files
 from flowerclf.data.scan import ScanResult, scan_files
 from flowerclf.data.sources import acquire_raw, default_data_root
 from flowerclf.data.split import stratified_split
 
 log = logging.getLogger(__name__)
-
-REPORT_JSON = "report.json"
 
 
 @dataclass(frozen=True)
@@ -243,8 +242,6 @@ def prepare_dataset(options: PrepareOptions) -> dict[str, Any]:
     Returns:
         The report (also written to ``<root>/<name>/report.json``).
     """
-    from flowerclf.data.report import write_report_files
-
     recipe: Recipe = make_recipe(options.recipe, options.classes)
     root = options.root
     raw_dir, source_used = acquire_raw(

@@ -317,18 +317,18 @@ class Oxford102Recipe(Recipe):
         return RawListing(classes=names, items=items, has_official_split=True)
 
 
+RECIPE_FACTORIES: dict[str, Callable[[Sequence[str] | None], Recipe]] = {
+    "tf_flowers": TFFlowersRecipe,
+    "tf_flowers4": TFFlowers4Recipe,
+    "oxford102": lambda _classes: Oxford102Recipe(swap_train_test=False),
+    "oxford102_swapped": lambda _classes: Oxford102Recipe(swap_train_test=True),
+    "folder": FolderRecipe,
+}
+RECIPE_NAMES = tuple(RECIPE_FACTORIES)
+
+
 def make_recipe(name: str, classes: Sequence[str] | None = None) -> Recipe:
-    """Instantiate the recipe called ``name`` (see :data:`RECIPES`)."""
-    factories: dict[str, Callable[[], Recipe]] = {
-        "tf_flowers": lambda: TFFlowersRecipe(classes),
-        "tf_flowers4": lambda: TFFlowers4Recipe(classes),
-        "oxford102": lambda: Oxford102Recipe(swap_train_test=False),
-        "oxford102_swapped": lambda: Oxford102Recipe(swap_train_test=True),
-        "folder": lambda: FolderRecipe(classes),
-    }
-    if name not in factories:
-        raise ValueError(f"unknown dataset recipe {name!r}; valid: {sorted(factories)}")
-    return factories[name]()
-
-
-RECIPE_NAMES = ("tf_flowers", "tf_flowers4", "oxford102", "oxford102_swapped", "folder")
+    """Instantiate the recipe called ``name`` (one of :data:`RECIPE_NAMES`)."""
+    if name not in RECIPE_FACTORIES:
+        raise ValueError(f"unknown dataset recipe {name!r}; valid: {sorted(RECIPE_FACTORIES)}")
+    return RECIPE_FACTORIES[name](classes)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from flowerclf.data.datamodule import FlowerDataModule, prepared_raw_dir
 from flowerclf.evaluation.report import Predictions, write_evaluation
-from flowerclf.training.tracking import flatten, git_commit, hardware_description
+from flowerclf.training.tracking import flatten, run_tags
 
 
 def train_majority(
@@ -71,13 +71,7 @@ def train_majority(
     if logger is not None and run_id is not None:
         logger.log_hyperparams(flatten(config))
         client = logger.experiment
-        for key, value in {
-            "flowerclf.manifest_sha256": datamodule.manifest_sha256,
-            "flowerclf.dataset": cfg.data.name,
-            "flowerclf.model": "majority",
-            "flowerclf.hardware": hardware_description(),
-            "mlflow.source.git.commit": git_commit() or "unknown",
-        }.items():
+        for key, value in run_tags(datamodule.manifest_sha256, cfg.data.name, "majority").items():
             client.set_tag(run_id, key, value)
         for key, value in metrics.items():
             client.log_metric(run_id, key, value)
@@ -91,6 +85,5 @@ def train_majority(
         run_dir=str(run_dir),
         metrics=metrics,
         train_time_s=round(seconds, 2),
-        hardware=hardware_description(),
         reports=reports,
     )

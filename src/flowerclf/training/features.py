@@ -1,4 +1,4 @@
-"""Cache the frozen trunk's outputs once, so the CPU fast path trains in seconds.
+"""Cache the frozen trunk's outputs once, so the CPU fast path trains quickly.
 
 Train images are cached under several augmented views (``trainer.cache_views``); val and
 test images once with the evaluation transform. The trunk runs through ONNX Runtime by

@@ -66,3 +66,16 @@ def hardware_description() -> str:
     except OSError:
         pass
     return f"CPU: {cpu} x{os.cpu_count()}"
+
+
+def run_tags(manifest_sha256: str, dataset: str, model: str, **extra: str) -> dict[str, str]:
+    """The tags every flowerclf run carries: data version, model, hardware, git commit."""
+    tags = {
+        "flowerclf.manifest_sha256": manifest_sha256,
+        "flowerclf.dataset": dataset,
+        "flowerclf.model": model,
+        **{f"flowerclf.{key}": value for key, value in extra.items()},
+        "flowerclf.hardware": hardware_description(),
+        "mlflow.source.git.commit": git_commit() or "unknown",
+    }
+    return tags

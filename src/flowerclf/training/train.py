@@ -38,9 +38,9 @@ from flowerclf.training.features import build_feature_cache, features_dataset
 from flowerclf.training.module import FlowerClassifier
 from flowerclf.training.tracking import (
     flatten,
-    git_commit,
     hardware_description,
     resolve_tracking_uri,
+    run_tags,
 )
 from flowerclf.utils.seeding import seed_everything
 
@@ -59,7 +59,7 @@ class TrainResult:
     run_dir: str
     metrics: dict[str, float] = field(default_factory=dict)
     train_time_s: float = 0.0
-    hardware: str = ""
+    hardware: str = field(default_factory=hardware_description)
     reports: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -215,8 +215,6 @@ def train(cfg: DictConfig) -> TrainResult:
     seed_everything(int(cfg.seed))
     spec = spec_from_model_config(cfg.model)
     datamodule = FlowerDataModule.from_config(cfg, spec)
-    datamodule.train_splits = tuple(cfg.trainer.train_splits)
-    datamodule.label_smoothing = float(cfg.loss.label_smoothing)
     datamodule.setup()
     if cfg.model.arch == "majority":
         from flowerclf.training.baseline import train_majority
@@ -233,16 +231,10 @@ def train(cfg: DictConfig) -> TrainResult:
     )
     if logger is not None and resume_run is None:
         logger.log_hyperparams(flatten({k: v for k, v in config.items() if k != "run"}))
-        tags = {
-            "flowerclf.manifest_sha256": datamodule.manifest_sha256,
-            "flowerclf.dataset": cfg.data.name,
-            "flowerclf.model": cfg.model.name,
-            "flowerclf.loss": _loss_name(cfg),
-            "flowerclf.trainer": cfg.trainer.mode,
-            "flowerclf.weights": module.weights_origin,
-            "flowerclf.hardware": hardware_description(),
-            "mlflow.source.git.commit": git_commit() or "unknown",
-        }
+        tags = run_tags(
+            datamodule.manifest_sha256, cfg.data.name, cfg.model.name, loss=_loss_name(cfg),
+            trainer=cfg.trainer.mode, weights=module.weights_origin,
+        )  # fmt: skip
         for key, value in tags.items():
             logger.experiment.set_tag(run_id, key, value)
 
@@ -400,7 +392,6 @@ def _finish_run(
         run_dir=str(run_dir),
         metrics=metrics,
         train_time_s=round(train_seconds, 2),
-        hardware=hardware_description(),
         reports=reports,
     )
 
@@ -415,10 +406,10 @@ def _log_mlflow_model(
 
     spec: PreprocessSpec = module.spec
     model = ProbabilityNet(module.net).eval()
-    example_row = (
-        datamodule.split_rows("test")[0] if datamodule.split_rows("test") else datamodule.rows[0]
+    examples = (
+        datamodule.dataset("test") if datamodule.split_rows("test") else datamodule.dataset("all")
     )
-    example = datamodule.dataset("all")[[r.id for r in datamodule.rows].index(example_row.id)][0]
+    example = examples[0][0]
     example_np = example.unsqueeze(0).numpy()
     with torch.inference_mode():
         output = model(example.unsqueeze(0)).numpy()
