@@ -1,0 +1,100 @@
+"""Re-make the README inference-speed table from `flowerclf benchmark --json`.
+
+    python scripts/benchmark_table.py run --model DIR [--images DIR]   # -> results/benchmark.json
+    python scripts/benchmark_table.py readme                           # table -> README.md
+
+The JSON output of the benchmark is stored verbatim; the table is rendered only from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS_FILE = Path(__file__).resolve().parents[1] / "results" / "benchmark.json"
+START, END = "<!-- benchmark-table:start -->", "<!-- benchmark-table:end -->"
+
+
+def run(model: str, images: str | None) -> None:
+    argv = ["flowerclf", "-q", "benchmark", "--model", model, "--json"]
+    if images:
+        argv += ["--images", images]
+    done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-3000:])
+        raise SystemExit(f"benchmark failed with exit code {done.returncode}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report["command"] = " ".join(argv[:1] + argv[2:])
+    RESULTS_FILE.parent.mkdir(exist_ok=True)
+    RESULTS_FILE.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def table() -> str:
+    report = json.loads(RESULTS_FILE.read_text())
+    lines = [
+        f"Model `{report['model']}`, {report['hardware']}, {report['threads']} threads, "
+        f"{report['images']['count']} images, batch {report['batch_size']}; "
+        f"command: `{report['command']}`.",
+        "",
+        "| runtime | throughput @ batch "
+        f"{report['batch_size']} (img/s) | p50 @ batch 1 (ms) | p95 @ batch 1 (ms) | "
+        "peak RSS (MB) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in ("torch", "onnx_fp32", "onnx_int8"):
+        row = report.get(name) or {}
+        if "throughput_ips" not in row:
+            continue
+        lines.append(
+            f"| {name} | {row['throughput_ips']:.1f} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f}"
+            f" | {row['peak_rss_mb']:.0f} |"
+        )
+    lines.append(
+        f"| end to end (decode + preprocess + onnx_fp32) | {report['end_to_end_ips']:.1f} | | | "
+        f"{report['end_to_end']['peak_rss_mb']:.0f} |"
+    )
+    lines.append("")
+    targets = report["targets"]
+    for key, target in targets.items():
+        status = {True: "met", False: "**not met**", None: "n/a"}[target["met"]]
+        lines.append(f"- `{key}`: {target['value']} (target {target['target']}): {status}")
+    accuracy = report.get("int8_accuracy")
+    if accuracy:
+        lines.append(
+            f"- int8 accuracy on the {accuracy['num_images']} {accuracy['split']} images "
+            f"(measured at export): {accuracy['int8_accuracy']:.4f} vs fp32 "
+            f"{accuracy['fp32_accuracy']:.4f}"
+        )
+    return "\n".join(lines)
+
+
+def write_readme() -> None:
+    readme = RESULTS_FILE.parents[1] / "README.md"
+    text = readme.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    run_parser = sub.add_parser("run")
+    run_parser.add_argument("--model", required=True)
+    run_parser.add_argument("--images")
+    sub.add_parser("table")
+    sub.add_parser("readme")
+    args = parser.parse_args()
+    if args.action == "run":
+        run(args.model, args.images)
+    elif args.action == "table":
+        print(table())
+    else:
+        write_readme()
+
+
+if __name__ == "__main__":
+    main()
