@@ -21,6 +21,25 @@ from flowerclf.serving.errors import ApiError
 
 ACCEPTED = sorted(SUPPORTED_FORMATS)
 
+# File signatures of the accepted formats: bytes that start like one of them but that
+# Pillow cannot open are a damaged image (422), not an unsupported one (415).
+MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def signature_format(data: bytes) -> str | None:
+    """The accepted format ``data`` claims to be by its first bytes, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in MAGIC if data.startswith(magic)), None)
+
 
 def unsupported(message: str) -> ApiError:
     return ApiError(415, "unsupported_image_format", message, {"accepted_formats": ACCEPTED})
@@ -36,6 +55,11 @@ def _sniff(data: bytes, max_pixels: int) -> None:
             with Image.open(io.BytesIO(data)) as img:
                 fmt, (width, height) = img.format or "UNKNOWN", img.size
     except UnidentifiedImageError:
+        claimed = signature_format(data)
+        if claimed is not None:
+            raise ApiError(
+                422, "invalid_image", f"truncated or corrupt {claimed} file (header unreadable)"
+            ) from None
         raise unsupported(
             f"not a recognised image; accepted formats: {', '.join(ACCEPTED)}"
         ) from None
