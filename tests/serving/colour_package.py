@@ -13,6 +13,7 @@ The package has the same layout as ``flowerclf export`` writes (descriptor, ONNX
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +65,13 @@ def build_colour_package(root: Path, gallery_per_class: int = 4) -> Path:
     net = ColourLayoutNet().eval()
     example = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
     names = ["probabilities", "logits", "embeddings"]
-    torch.onnx.export(
-        net, (example,), str(root / "model.onnx"), input_names=["images"], output_names=names,
-        dynamic_axes={"images": {0: "batch"}} | {n: {0: "batch"} for n in names},
-        opset_version=17, dynamo=False,
-    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter
+        torch.onnx.export(
+            net, (example,), str(root / "model.onnx"), input_names=["images"], output_names=names,
+            dynamic_axes={"images": {0: "batch"}} | {n: {0: "batch"} for n in names},
+            opset_version=17, dynamo=False,
+        )  # fmt: skip
 
     gallery = root / "gallery"
     gallery.mkdir(exist_ok=True)

@@ -46,7 +46,9 @@ def _upload_body(json_model: type, field: str = "file", many: bool = False) -> d
     multipart = {
         "type": "object",
         "required": [field],
-        "properties": {field: {"type": "array", "items": binary} if many else binary},
+        "properties": {
+            field: {"type": "array", "items": binary, "minItems": 1} if many else binary
+        },
     }
     content: dict[str, Any] = {MULTIPART: {"schema": multipart}}
     if not many:
