@@ -1,0 +1,44 @@
+"""Start the Streamlit server for the UI page (``flowerclf ui``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from flowerclf.ui.backends import UI_ENV_API, UI_ENV_MODEL
+
+log = logging.getLogger(__name__)
+
+
+def streamlit_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    page = Path(__file__).with_name("app.py")
+    return [
+        sys.executable, "-m", "streamlit", "run", str(page),
+        "--server.port", str(port), "--server.address", host, "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        "--server.maxUploadSize", "20",
+    ]  # fmt: skip
+
+
+def ui_environment(api: str | None, model: Path | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in (UI_ENV_API, UI_ENV_MODEL)}
+    if api:
+        env[UI_ENV_API] = api
+    elif model is not None:
+        from flowerclf.inference.package import load_package
+
+        load_package(model)  # a clear error now rather than on the page
+        env[UI_ENV_MODEL] = str(Path(model).resolve())
+    else:
+        raise ValueError("give --api URL or --model DIR")
+    return env
+
+
+def run_ui(api: str | None, model: Path | None, port: int, host: str = "127.0.0.1") -> int:
+    """Run Streamlit in the foreground until interrupted; returns its exit status."""
+    env = ui_environment(api, model)
+    log.info("web UI on http://%s:%d (%s)", host, port, api or model)
+    return subprocess.call(streamlit_command(port, host), env=env)
