@@ -19,7 +19,7 @@ def streamlit_command(port: int, host: str = "127.0.0.1") -> list[str]:
         sys.executable, "-m", "streamlit", "run", str(page),
         "--server.port", str(port), "--server.address", host, "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-        "--server.maxUploadSize", "20",
+        "--server.maxUploadSize", "20", "--client.toolbarMode", "viewer",
     ]  # fmt: skip
 
 
