@@ -24,7 +24,7 @@ install: $(BIN)/python ## create .venv and install flowerclf with pretrained-wei
 	$(BIN)/pip install -e ".[weights,serve,ui,dev]"
 
 install-browser: ## Debian packages for the headless-Chromium UI test (root)
-	apt-get install -y chromium chromium-driver
+	apt-get update && apt-get install -y chromium chromium-driver
 
 MODEL ?= models/tf_flowers
 PORT ?= 8000
