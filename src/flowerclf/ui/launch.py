@@ -38,7 +38,15 @@ def ui_environment(api: str | None, model: Path | None) -> dict[str, str]:
 
 
 def run_ui(api: str | None, model: Path | None, port: int, host: str = "127.0.0.1") -> int:
-    """Run Streamlit in the foreground until interrupted; returns its exit status."""
+    """Run Streamlit in the foreground until interrupted; returns its exit status.
+
+    On POSIX the process *becomes* Streamlit (exec), so signals sent to ``flowerclf ui``
+    (Ctrl-C, a supervisor's SIGTERM) reach the server and no orphan is left behind.
+    """
     env = ui_environment(api, model)
+    command = streamlit_command(port, host)
     log.info("web UI on http://%s:%d (%s)", host, port, api or model)
-    return subprocess.call(streamlit_command(port, host), env=env)
+    if os.name == "posix":
+        logging.shutdown()
+        os.execve(command[0], command, env)  # does not return
+    return subprocess.call(command, env=env)
