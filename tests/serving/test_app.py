@@ -103,9 +103,9 @@ def test_not_ready_before_startup(colour_package: Path) -> None:
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("FLOWERCLF_SERVE_MODEL", str(tmp_path))
     monkeypatch.setenv("FLOWERCLF_SERVE_PORT", "9123")
-    monkeypatch.setenv("FLOWERCLF_SERVE_MICRO_BATCH", "false")
+    monkeypatch.setenv("FLOWERCLF_SERVE_MICRO_BATCH", "true")
     settings = ServeSettings()
-    assert (settings.model, settings.port, settings.micro_batch) == (tmp_path, 9123, False)
+    assert (settings.model, settings.port, settings.micro_batch) == (tmp_path, 9123, True)
     monkeypatch.setenv("FLOWERCLF_SERVE_PORT", "-4")
     with pytest.raises(ValueError, match="port"):
         ServeSettings()
@@ -188,7 +188,9 @@ def test_concurrent_requests_are_micro_batched(colour_package: Path) -> None:
         return FakeClassifier.run_arrays(fake, batch)
 
     fake.run_arrays = slow_run  # type: ignore[method-assign]
-    app = create_app(ServeSettings(micro_batch_size=8), loader=lambda settings: fake)
+    app = create_app(
+        ServeSettings(micro_batch=True, micro_batch_size=8), loader=lambda settings: fake
+    )
     with TestClient(app) as client:
         results: list[int] = []
 

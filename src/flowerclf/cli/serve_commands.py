@@ -101,7 +101,7 @@ def register(
     serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 20 MiB)")
     serve.add_argument("--max-batch-files", type=int, help="images per batch request (32)")
     serve.add_argument(
-        "--micro-batch", type=_bool, metavar="BOOL", help="group concurrent requests (true)"
+        "--micro-batch", type=_bool, metavar="BOOL", help="group concurrent requests (false)"
     )
     serve.set_defaults(handler=_serve)
 
@@ -134,7 +134,7 @@ def register(
     load.add_argument("--concurrency", type=int, default=8, help="requests in flight (8)")
     load.add_argument("--max-seconds", type=float, default=300.0, help="stop after (300 s)")
     load.add_argument("--backend", default="onnx", help="backend of the served model")
-    load.add_argument("--micro-batch", type=_bool, default=True, metavar="BOOL")
+    load.add_argument("--micro-batch", type=_bool, default=False, metavar="BOOL")
     load.add_argument("--no-baseline", action="store_true", help="skip the in-process figure")
     load.add_argument("--json", action="store_true", help="print one JSON object")
     load.set_defaults(handler=_loadtest)

@@ -48,7 +48,7 @@ class LoadTestConfig:
     duration_s: float = 300.0
     backend: str = "onnx"
     baseline: bool = True
-    micro_batch: bool = True
+    micro_batch: bool = False
     warmup: int = 64
 
 
