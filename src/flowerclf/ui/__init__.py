@@ -1,0 +1,1 @@
+"""The Streamlit web UI (``flowerclf ui``) and the backends it talks to."""

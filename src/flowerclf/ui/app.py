@@ -1,0 +1,113 @@
+"""The Streamlit page. Run through ``flowerclf ui``; reads its backend from the environment.
+
+``FLOWERCLF_UI_API`` (a service URL) or ``FLOWERCLF_UI_MODEL`` (a model package directory).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from flowerclf.ui.backends import (
+    UI_ENV_API,
+    UI_ENV_MODEL,
+    Analysis,
+    ApiBackend,
+    Backend,
+    LocalBackend,
+    examples,
+    preview,
+)
+
+SIMILAR_K = 6
+
+
+@st.cache_resource(show_spinner="Loading the model...")
+def _backend(api: str | None, model: str | None) -> Backend:
+    if api:
+        return ApiBackend(api)
+    if model:
+        return LocalBackend(Path(model))
+    raise ValueError(f"set {UI_ENV_API} or {UI_ENV_MODEL} (flowerclf ui --api URL | --model DIR)")
+
+
+def _sidebar(info: dict[str, Any], source: str) -> None:
+    with st.sidebar:
+        st.header("Model")
+        st.markdown(f"**{info.get('name', '?')}** version {info.get('version', '?')}")
+        st.caption(f"backend: {info.get('backend', '?')} · source: {source}")
+        st.markdown("**Classes:** " + ", ".join(info.get("classes", [])))
+        metrics = info.get("metrics") or {}
+        if metrics:
+            st.markdown("**Metrics**")
+            st.dataframe(
+                pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())}),
+                hide_index=True,
+            )
+        preprocess = info.get("preprocess") or {}
+        if preprocess:
+            st.markdown("**Preprocessing**")
+            st.json(preprocess, expanded=False)
+
+
+def _show(analysis: Analysis, data: bytes) -> None:
+    st.subheader(analysis.name)
+    if analysis.error is not None or analysis.prediction is None:
+        st.error(f"{analysis.name}: {analysis.error}")
+        return
+    prediction = analysis.prediction
+    left, right = st.columns([1, 2])
+    image = preview(data)
+    if image is not None:
+        left.image(image, width="stretch")
+    right.markdown(
+        f"### {prediction['predicted_class']}  \nconfidence **{prediction['confidence']:.1%}**"
+    )
+    probabilities = pd.DataFrame(
+        {"probability": list(prediction["all_predictions"].values())},
+        index=pd.Index(list(prediction["all_predictions"]), name="class"),
+    )
+    right.bar_chart(probabilities, horizontal=True)
+    if analysis.neighbours:
+        st.markdown("**Most similar training images**")
+        columns = st.columns(len(analysis.neighbours))
+        for column, neighbour in zip(columns, analysis.neighbours, strict=True):
+            caption = f"{neighbour.class_name} · {neighbour.score:.2f}"
+            if neighbour.thumbnail is not None:
+                column.image(neighbour.thumbnail, caption=caption, width="stretch")
+            else:
+                column.caption(caption)
+
+
+def main() -> None:
+    st.set_page_config(page_title="flowerclf", page_icon="🌼", layout="wide")
+    st.title("flowerclf: what flower is this?")
+    api, model = os.environ.get(UI_ENV_API), os.environ.get(UI_ENV_MODEL)
+    try:
+        backend = _backend(api, model)
+        info = backend.info()
+    except Exception as exc:  # shown to the user instead of a stack trace
+        st.error(f"Cannot reach the model: {exc}")
+        return
+    _sidebar(info, api or str(model))
+
+    uploads = st.file_uploader(
+        "Upload one or more photos", accept_multiple_files=True, key="uploads"
+    )
+    bundled = examples()
+    chosen = st.multiselect("...or pick bundled examples", list(bundled), key="examples")
+    items = [(u.name, u.getvalue()) for u in uploads or []]
+    items += [(name, bundled[name]) for name in chosen]
+    if not items:
+        st.info("Upload a photo or pick an example to see the predicted class.")
+        return
+    for name, data in items:
+        _show(backend.analyse(name, data, SIMILAR_K), data)
+
+
+if __name__ == "__main__":  # Streamlit runs the page as __main__
+    main()
