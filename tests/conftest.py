@@ -121,6 +121,7 @@ def model_package(tmp_path_factory: pytest.TempPathFactory) -> TrainedPackage:
     images = build_folder_dataset(root / "source", per_class=16)
     data = ["data=folder", f"data.source={images}", f"data.root={root / 'data'}"]
     with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # MLflow puts artifacts (./mlruns) under the working directory
         patch.setenv("FLOWERCLF_DATA_DIR", str(root / "default-data-root"))
         assert main(["-q", "data", "prepare", *data]) == 0
         tracking_uri = f"sqlite:///{root / 'mlflow.db'}"

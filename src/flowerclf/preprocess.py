@@ -120,14 +120,39 @@ def resolve_spec(arch: str, overrides: Mapping[str, Any] | None = None) -> Prepr
     return PreprocessSpec.from_dict(merged)
 
 
+# Elongation beyond which the long side is cut before resizing (see bound_aspect).
+MAX_ASPECT_RATIO = 4.0
+
+
+def bound_aspect(image: Image.Image, max_ratio: float = MAX_ASPECT_RATIO) -> Image.Image:
+    """Crop the long side of very elongated images to ``max_ratio`` around the centre.
+
+    Preprocessing resizes the *shorter* side to about the input size, so a 1 x 200,000 PNG
+    (a few hundred bytes, far under any pixel limit) would become 256 x 51,200,000 pixels
+    before the centre crop. The crop only ever keeps the middle ``crop_pct`` of the short
+    side's length, so cutting the long side to ``max_ratio`` x the short side first gives
+    the same model input (up to resampling at the cut) at a bounded cost. Ordinary photos
+    (up to 4:1) are untouched, so they match timm's transform exactly.
+    """
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    if long <= short * max_ratio:
+        return image
+    keep = max(1, int(short * max_ratio))
+    start = (long - keep) // 2
+    box = (start, 0, start + keep, height) if width > height else (0, start, width, start + keep)
+    return image.crop(box)
+
+
 def preprocess_eval(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """Resize the shorter side, centre crop and normalise: float32 array ``(3, S, S)``.
 
     Mirrors torchvision's ``Resize(int) -> CenterCrop -> ToTensor -> Normalize`` on PIL
-    images, as timm builds it for ``crop_mode="center"``.
+    images, as timm builds it for ``crop_mode="center"`` (after :func:`bound_aspect`).
     """
     if image.mode != "RGB":
         image = image.convert("RGB")
+    image = bound_aspect(image)
     width, height = image.size
     short = spec.resize_size
     # torchvision keeps the aspect ratio and truncates the long side.

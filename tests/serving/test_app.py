@@ -15,10 +15,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from flowerclf.inference.classifier import Neighbor, Prediction
+from flowerclf.preprocess import PreprocessSpec, bound_aspect, preprocess_eval
 from flowerclf.serving.app import create_app
 from flowerclf.serving.batching import MicroBatcher
 from flowerclf.serving.deps import get_service
-from flowerclf.serving.service import InferenceService, bound_aspect
+from flowerclf.serving.service import InferenceService
 from flowerclf.serving.settings import ServeSettings
 from tests.serving.colour_package import solid, split
 
@@ -233,3 +234,11 @@ def test_bound_aspect_keeps_photos_and_cuts_lines() -> None:
     line = bound_aspect(Image.new("RGB", (100_000, 3)))
     assert line.size == (12, 3)
     assert bound_aspect(Image.new("RGB", (2, 9_000))).size == (2, 8)
+
+
+def test_preprocessing_an_extreme_line_image_is_cheap() -> None:
+    """A 1 x 200,000 image would need ~39 GB if the shorter side were resized first."""
+    spec = PreprocessSpec(input_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    out = preprocess_eval(Image.new("RGB", (1, 200_000), (255, 0, 0)), spec)
+    assert out.shape == (3, 224, 224)
+    assert np.allclose(out[0], 1.0) and np.allclose(out[1], -1.0)

@@ -21,9 +21,6 @@ from flowerclf.serving.errors import ApiError
 from flowerclf.serving.images import decode_upload
 from flowerclf.serving.settings import ServeSettings
 
-# Elongation beyond which the long side is cut before resizing (see bound_aspect).
-MAX_ASPECT_RATIO = 4.0
-
 
 class ClassifierLike(Protocol):
     """What the service needs from :class:`flowerclf.Classifier` (tests pass doubles)."""
@@ -94,25 +91,6 @@ def load_classifier(settings: ServeSettings) -> ClassifierLike:
     return PackageClassifier(classifier)
 
 
-def bound_aspect(image: Image.Image, max_ratio: float = MAX_ASPECT_RATIO) -> Image.Image:
-    """Crop the long side of very elongated images to ``max_ratio`` around the centre.
-
-    Preprocessing resizes the *shorter* side to about the input size, so a 1 x 1,000,000
-    image would become a 256 x 256,000,000 one before the centre crop: gigabytes from a
-    few hundred bytes of PNG. The centre crop only ever looks at a square in the middle,
-    so cutting the long side to ``max_ratio`` x the short side first gives the same model
-    input (up to resampling at the cut) at a bounded cost. Ordinary photos are untouched.
-    """
-    width, height = image.size
-    short, long = min(width, height), max(width, height)
-    if long <= short * max_ratio:
-        return image
-    keep = max(1, int(short * max_ratio))
-    start = (long - keep) // 2
-    box = (start, 0, start + keep, height) if width > height else (0, start, width, start + keep)
-    return image.crop(box)
-
-
 class InferenceService:
     """Thread-safe, event-loop-friendly access to one classifier."""
 
@@ -166,7 +144,7 @@ class InferenceService:
     # --- building blocks -----------------------------------------------------------------
 
     def _prepare_sync(self, data: bytes) -> np.ndarray:
-        image = bound_aspect(decode_upload(data, self.settings.max_pixels))
+        image = decode_upload(data, self.settings.max_pixels)  # preprocess bounds the aspect
         try:
             return self.classifier.preprocess(image)
         except ValueError as exc:  # e.g. the image is too small to resize
