@@ -47,7 +47,7 @@ def test_model_config_overrides_and_simple_cnn() -> None:
         resolve_spec("simple_cnn")
 
 
-@pytest.mark.parametrize("size", [(64, 48), (48, 64), (300, 17), (20, 20), (500, 333)])
+@pytest.mark.parametrize("size", [(64, 48), (48, 64), (300, 76), (20, 20), (500, 333)])
 @pytest.mark.parametrize(
     "spec",
     [
@@ -63,6 +63,20 @@ def test_numpy_eval_transform_matches_timm(size: tuple[int, int], spec: Preproce
     actual = preprocess_eval(image, spec)
     assert actual.shape == expected.shape == (3, spec.input_size, spec.input_size)
     np.testing.assert_allclose(actual, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [(300, 17), (17, 300), (2000, 30)])
+def test_elongated_images_are_cut_first_and_stay_close_to_timm(size: tuple[int, int]) -> None:
+    """Beyond 4:1 the long side is cut before resizing (bounded cost); the model input is
+    the same centre region, so it differs from timm's only by resampling at the cut."""
+    from timm.data import create_transform
+
+    spec = PreprocessSpec(32, (0.5,) * 3, (0.5,) * 3, "bilinear", 0.875)
+    image = make_photo(size, seed=1)
+    expected = create_transform(**spec.timm_data_config(), is_training=False)(image).numpy()
+    actual = preprocess_eval(image, spec)
+    assert actual.shape == expected.shape
+    assert float(np.abs(actual - expected).mean()) < 0.05
 
 
 def test_train_transform_switches() -> None:
