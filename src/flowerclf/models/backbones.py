@@ -72,7 +72,7 @@ def create_backbone(arch: str, *, pretrained: bool, weights: str | None) -> tupl
     return model, origin
 
 
-def _flat_modules(backbone: nn.Module) -> tuple[list[nn.Module], int, int]:
+def flat_modules(backbone: nn.Module) -> tuple[list[nn.Module], int, int]:
     """The backbone as a flat list of modules applied in order, and which of them are the
     repeated blocks (``first_block``, ``num_blocks``) that a tail may take."""
     names = {type(backbone).__name__}
@@ -107,7 +107,7 @@ def split_backbone(backbone: nn.Module, tail_blocks: int) -> tuple[nn.Module, nn
     """
     if tail_blocks == 0:
         return backbone, nn.Identity()
-    modules, first_block, num_blocks = _flat_modules(backbone)
+    modules, first_block, num_blocks = flat_modules(backbone)
     if not 0 < tail_blocks <= num_blocks:
         raise ValueError(
             f"trainer.tail_blocks={tail_blocks} but {type(backbone).__name__} has "

@@ -74,6 +74,8 @@ class FlowerClassifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_f1 = MulticlassF1Score(num_classes, average="macro")
         self.freeze_epochs = int(trainer_cfg.get("freeze_backbone_epochs", 0))
+        self.unfreeze_every = int(trainer_cfg.get("unfreeze_every_epochs", 0))
+        self.unfreeze_per_step = int(trainer_cfg.get("unfreeze_blocks_per_step", 1))
 
     # --- forward -------------------------------------------------------------------------
 
@@ -132,22 +134,54 @@ class FlowerClassifier(L.LightningModule):
 
     # --- freezing ------------------------------------------------------------------------
 
-    def _set_backbone_trainable(self, trainable: bool) -> None:
-        """Freeze or unfreeze the backbone part that trains (the tail when it is cut)."""
-        part: nn.Module = self.net.tail if self.net.tail_blocks > 0 else self.net.backbone
-        for parameter in part.parameters():
-            parameter.requires_grad_(trainable)
-        if not trainable:
-            part.eval()  # keep BatchNorm statistics frozen too
+    def trainable_blocks(self, epoch: int) -> int | None:
+        """How many backbone blocks (counted from the output end) train in ``epoch``.
 
-    def on_train_epoch_start(self) -> None:
-        self._set_backbone_trainable(self.current_epoch >= self.freeze_epochs)
+        0: the backbone is frozen (``freeze_backbone_epochs``); None: all of it trains.
+        With ``unfreeze_every_epochs`` > 0 the count grows by ``unfreeze_blocks_per_step``
+        every that many epochs: gradual unfreezing, so the early, generic stages move last.
+        """
+        if epoch < self.freeze_epochs:
+            return 0
+        if self.unfreeze_every <= 0:
+            return None
+        steps = (epoch - self.freeze_epochs) // self.unfreeze_every + 1
+        return steps * self.unfreeze_per_step
+
+    def apply_freezing(self, epoch: int) -> None:
+        """Set ``requires_grad`` and BatchNorm mode of every backbone module for ``epoch``."""
+        from flowerclf.models.backbones import flat_modules
+
+        blocks = self.trainable_blocks(epoch)
+        # The part that may train: the tail when the backbone is cut, else all of it.
+        part: nn.Module = self.net.tail if self.net.tail_blocks > 0 else self.net.backbone
+        limit = self.net.tail_blocks if self.net.tail_blocks > 0 else None
+        if blocks is not None and limit is not None:
+            blocks = min(blocks, limit)
+        if blocks is None or blocks == 0:
+            trainable = blocks is None
+            for parameter in part.parameters():
+                parameter.requires_grad_(trainable)
+            if not trainable:
+                part.eval()  # keep BatchNorm statistics frozen too
+        else:
+            modules, first_block, num_blocks = flat_modules(self.net.backbone)
+            cut = first_block + num_blocks - min(blocks, num_blocks)
+            for index, module in enumerate(modules):
+                trainable = index >= cut
+                for parameter in module.parameters():
+                    parameter.requires_grad_(trainable)
+                if not trainable:
+                    module.eval()
         if self.input_mode == "image" and self.net.tail_blocks > 0:
             # Partial fine-tuning on images: the trunk stays frozen (weights and BatchNorm
             # statistics); only the last `tail_blocks` blocks and the heads learn.
             for parameter in self.net.trunk.parameters():
                 parameter.requires_grad_(False)
             self.net.trunk.eval()
+
+    def on_train_epoch_start(self) -> None:
+        self.apply_freezing(self.current_epoch)
 
     # --- optimisation --------------------------------------------------------------------
 
