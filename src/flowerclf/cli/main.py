@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from flowerclf import __version__
-from flowerclf.cli import data_commands, train_commands
+from flowerclf.cli import data_commands, inference_commands, train_commands
 
 log = logging.getLogger("flowerclf")
 
@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_commands.register(commands, add_overrides)
     train_commands.register(commands, add_overrides)
+    inference_commands.register(commands, add_overrides)
 
     config = commands.add_parser("config", help="inspect the Hydra configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -121,10 +122,17 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from flowerclf.data.archive import UnsafeArchiveError
     from flowerclf.data.download import DownloadError
     from flowerclf.data.recipes import DatasetLayoutError
+    from flowerclf.export.package import ExportError
+    from flowerclf.export.tensorrt import TensorRTUnavailableError
     from flowerclf.imaging import ImageDecodeError
+    from flowerclf.inference.package import PackageError
     from flowerclf.models.weights import WeightsUnavailableError
 
     return (
+        ExportError,
+        TensorRTUnavailableError,
+        PackageError,
+        FileExistsError,
         WeightsUnavailableError,
         ImageDecodeError,
         ConfigError,
@@ -139,7 +147,14 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowerclf`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value options may follow --flags (`export RUN --out DIR data.root=X`); argparse
+    # alone cannot interleave positionals with optionals, so collect them here.
+    args, extra = parser.parse_known_args(argv)
+    trailing = [e for e in extra if "=" in e and not e.startswith("-")]
+    if extra and (len(trailing) != len(extra) or not hasattr(args, "options")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if trailing:
+        args.options = [*args.options, *trailing]
     _configure_logging(args)
     handler: Any = args.handler
     try:

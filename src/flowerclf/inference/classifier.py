@@ -17,7 +17,7 @@ from typing import Any, overload
 import numpy as np
 from PIL import Image
 
-from flowerclf.imaging import DEFAULT_MAX_PIXELS
+from flowerclf.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError
 from flowerclf.inference.backends import BACKENDS, Backend, create_backend
 from flowerclf.inference.inputs import ImageInput, is_single_input, to_rgb
 from flowerclf.inference.package import ModelPackage, load_package
@@ -181,6 +181,32 @@ class Classifier:
         probabilities, _ = self._run(items)
         predictions = [self.to_prediction(p, top_k) for p in probabilities]
         return predictions[0] if single else predictions
+
+    def predict_each(
+        self, items: Sequence[ImageInput], top_k: int | None = None
+    ) -> list[Prediction | ImageDecodeError]:
+        """Classify a list, one result per item: a bad item gives its error, not an exception.
+
+        Items are decoded in parallel and run in batches of ``batch_size``.
+        """
+        results: list[Prediction | ImageDecodeError] = []
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start : start + self.batch_size]
+            arrays = list(self._decode_pool.map(self._try_preprocess, chunk))
+            good = [a for a in arrays if isinstance(a, np.ndarray)]
+            probabilities = iter(self._backend.run(np.stack(good))[0] if good else [])
+            for array in arrays:
+                if isinstance(array, ImageDecodeError):
+                    results.append(array)
+                else:
+                    results.append(self.to_prediction(next(probabilities), top_k))
+        return results
+
+    def _try_preprocess(self, x: ImageInput) -> np.ndarray | ImageDecodeError:
+        try:
+            return self.preprocess(x)
+        except ImageDecodeError as exc:
+            return exc
 
     def predict_proba(self, x: Any) -> np.ndarray:
         """Class probabilities, ``(C,)`` for one image or ``(N, C)`` for a list."""

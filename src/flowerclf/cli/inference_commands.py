@@ -1,0 +1,212 @@
+"""``flowerclf export``, ``flowerclf predict`` and ``flowerclf benchmark``."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+MODEL_ENV = "FLOWERCLF_MODEL"
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".mpo"}
+)
+PROGRESS_THRESHOLD = 64  # images; below this a bar is noise
+
+
+def _parse_export_options(options: list[str]) -> dict[str, str]:
+    parsed = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or key != "data.root":
+            raise ValueError(f"unknown export option {option!r}; valid: data.root=<dir>")
+        parsed["data_root"] = value
+    return parsed
+
+
+def _export(args: argparse.Namespace) -> int:
+    from flowerclf.export.package import ExportOptions, export_package
+
+    options = ExportOptions(
+        int8=args.int8,
+        tensorrt=args.tensorrt,
+        triton=not args.no_triton,
+        mlflow=not args.no_mlflow,
+        register_name=args.register_name,
+        gallery=not args.no_gallery,
+        parity_images=args.parity_images,
+        calibration_images=args.calibration_images,
+        force=args.force,
+        **_parse_export_options(args.options),
+    )
+    package = export_package(
+        args.target, args.out, options, progress=lambda m: sys.stderr.write(m + "\n")
+    )
+    summary = {
+        "package": str(package.root),
+        "name": package.name,
+        "version": package.version,
+        "files": package.descriptor["files"],
+        "checks": package.descriptor.get("checks", {}),
+        "mlflow": package.descriptor.get("mlflow", {}),
+    }
+    sys.stdout.write(json.dumps(summary, indent=None if args.json else 2) + "\n")
+    return 0
+
+
+def expand_inputs(patterns: Iterable[str]) -> list[str]:
+    """Files as given, directories walked (sorted, image suffixes), globs expanded."""
+    found: list[str] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found.extend(
+                str(p) for p in sorted(path.rglob("*"))
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )  # fmt: skip
+        elif glob.has_magic(pattern) and not path.exists():
+            matches = sorted(glob.glob(pattern, recursive=True))  # noqa: PTH207 (absolute globs)
+            found.extend(m for m in matches if Path(m).is_file())
+            if not matches:
+                found.append(pattern)  # reported as an error line, like a missing file
+        else:
+            found.append(pattern)
+    return found
+
+
+def _resolve_model(model: str | None) -> str:
+    model = model or os.environ.get(MODEL_ENV)
+    if not model:
+        raise ValueError(
+            f"no model package given: pass --model DIR (written by `flowerclf export`) or set "
+            f"{MODEL_ENV}"
+        )
+    return model
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from flowerclf.inference.classifier import Classifier, Prediction
+
+    paths = expand_inputs(args.paths)
+    if not paths:
+        raise FileNotFoundError(f"no images found in {' '.join(args.paths)}")
+    single = len(args.paths) == 1 and len(paths) == 1 and not Path(args.paths[0]).is_dir()
+    classifier = Classifier.load(
+        _resolve_model(args.model), backend=args.backend, batch_size=args.batch_size
+    )
+    failures = 0
+    out = sys.stdout
+    with tqdm(total=len(paths), desc="predict", unit="img", file=sys.stderr,
+              disable=len(paths) < PROGRESS_THRESHOLD) as bar:  # fmt: skip
+        step = classifier.batch_size * 4  # bounded memory, results stream out
+        for start in range(0, len(paths), step):
+            chunk = paths[start : start + step]
+            for path, result in zip(
+                chunk, classifier.predict_each(chunk, top_k=args.top_k), strict=True
+            ):
+                if isinstance(result, Prediction):
+                    record = result.to_dict() if single else {"path": path} | result.to_dict()
+                else:
+                    failures += 1
+                    record = {"path": path, "error": result.reason}
+                out.write(json.dumps(record) + "\n")
+            out.flush()
+            bar.update(len(chunk))
+    if failures:
+        sys.stderr.write(f"error: {failures} of {len(paths)} images could not be read\n")
+    return 1 if failures else 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from flowerclf.inference.benchmark import format_report, run_benchmark
+
+    report = run_benchmark(
+        _resolve_model(args.model),
+        images=args.images,
+        num_images=args.num_images,
+        batch_size=args.batch_size,
+        latency_runs=args.latency_runs,
+        runtimes=args.runtimes.split(","),
+        threads=args.threads,
+    )
+    sys.stdout.write(json.dumps(report) + "\n" if args.json else format_report(report))
+    return 0
+
+
+def register(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    add_overrides: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    from flowerclf.inference.backends import BACKENDS
+
+    export = commands.add_parser(
+        "export",
+        help="write a self-contained model package (weights, ONNX, int8, Triton, MLflow)",
+        description=(
+            "Export the best checkpoint of an MLflow run (by id) or a .ckpt file into one "
+            "directory that flowerclf predict/serve/benchmark, Triton and MLflow load. The "
+            "run's prepared dataset is read for the ONNX parity check, int8 calibration and "
+            "the similarity index (data.root=DIR if it moved)."
+        ),
+    )
+    export.add_argument("target", help="MLflow run id or checkpoint path")
+    export.add_argument("--out", required=True, help="package directory to write")
+    export.add_argument("options", nargs="*", metavar="data.root=DIR")
+    export.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    export.add_argument(
+        "--int8", choices=["static", "dynamic", "none"], default="static",
+        help="int8 ONNX quantisation (default: static, calibrated on training images)",
+    )  # fmt: skip
+    export.add_argument(
+        "--tensorrt", choices=["auto", "fp32", "fp16", "off"], default="auto",
+        help="TensorRT engine: auto builds one when a GPU and TensorRT exist",
+    )  # fmt: skip
+    export.add_argument("--no-triton", action="store_true", help="skip the Triton repository")
+    export.add_argument("--no-mlflow", action="store_true", help="skip the MLflow pyfunc model")
+    export.add_argument("--no-gallery", action="store_true",
+                        help="skip thumbnails of the training images")  # fmt: skip
+    export.add_argument("--register-name", help="MLflow registered model name")
+    export.add_argument("--parity-images", type=int, default=50)
+    export.add_argument("--calibration-images", type=int, default=256)
+    export.add_argument("--json", action="store_true", help="one-line JSON summary")
+    export.set_defaults(handler=_export)
+
+    predict = commands.add_parser(
+        "predict",
+        help="classify images; prints JSON (one image) or JSON Lines (many)",
+        description=(
+            "Classify image files, directories (walked recursively) and globs with an "
+            "exported model package. One image: one JSON object. Several: one JSON line per "
+            "image with its path; unreadable files give an error line and exit status 1."
+        ),
+    )
+    predict.add_argument("paths", nargs="+", help="image files, directories or globs")
+    predict.add_argument("--model", help=f"model package directory (default ${MODEL_ENV})")
+    predict.add_argument("--backend", choices=BACKENDS, default="onnx")
+    predict.add_argument("--top-k", type=int, default=None, help="add the K best classes")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.set_defaults(handler=_predict)
+
+    bench = commands.add_parser(
+        "benchmark",
+        help="PyTorch vs ONNX Runtime fp32 vs int8: latency, throughput, memory",
+        description=(
+            "Measure, in one run and on the same images, each runtime in its own process: "
+            "p50/p95 latency at batch 1, throughput at --batch-size, peak resident memory; "
+            "plus end-to-end throughput (decode + preprocess + ONNX fp32) and the ratios."
+        ),
+    )
+    bench.add_argument("--model", help=f"model package directory (default ${MODEL_ENV})")
+    bench.add_argument("--images", help="image directory (default: the package's test images)")
+    bench.add_argument("--num-images", type=int, default=256)
+    bench.add_argument("--batch-size", type=int, default=32)
+    bench.add_argument("--latency-runs", type=int, default=100)
+    bench.add_argument("--runtimes", default="torch,onnx_fp32,onnx_int8")
+    bench.add_argument("--threads", type=int, default=None, help="default: physical cores")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(handler=_benchmark)

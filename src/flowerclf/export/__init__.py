@@ -1,0 +1,1 @@
+"""``flowerclf export``: turn a trained run into a self-contained model package."""

@@ -1,0 +1,225 @@
+"""A Triton Inference Server model repository for the package's ONNX model.
+
+Layout (``tritonserver --model-repository <package>/triton`` loads it as is)::
+
+    triton/
+      flowerclf_onnx/         ONNX Runtime backend, dynamic batching, preprocessed input
+        config.pbtxt
+        labels.txt            class names in label order (Triton's classification extension)
+        1/model.onnx
+      flowerclf_preprocess/   Python backend: encoded image bytes -> preprocessed tensor
+        config.pbtxt
+        1/model.py
+        1/flowerclf_preprocess_spec.json
+        1/preprocess.py       flowerclf's own torch-free preprocessing, copied verbatim
+      flowerclf/              ensemble: bytes in -> probabilities + embeddings out
+        config.pbtxt
+        1/
+
+Preprocessing is not re-implemented for Triton: the Python step runs the same
+``preprocess_eval`` module and spec as every other runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from flowerclf.inference.package import INPUT_NAME
+from flowerclf.preprocess import PreprocessSpec
+
+ONNX_MODEL = "flowerclf_onnx"
+PREPROCESS_MODEL = "flowerclf_preprocess"
+ENSEMBLE_MODEL = "flowerclf"
+MAX_BATCH_SIZE = 32
+SPEC_FILE = "flowerclf_preprocess_spec.json"
+
+_PYTHON_MODEL = '''\
+"""Triton Python backend: encoded image bytes -> flowerclf preprocessed float32 tensor."""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from PIL import Image, ImageOps
+
+from preprocess import PreprocessSpec, preprocess_eval
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        here = Path(__file__).parent
+        self.spec = PreprocessSpec.from_dict(json.loads((here / "{spec_file}").read_text()))
+
+    def _to_array(self, data):
+        image = Image.open(io.BytesIO(data))
+        image.seek(0)
+        image = ImageOps.exif_transpose(image) or image
+        if image.mode in ("RGBA", "LA", "P"):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        return preprocess_eval(image.convert("RGB"), self.spec)
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            raw = pb_utils.get_input_tensor_by_name(request, "image_bytes").as_numpy()
+            try:
+                batch = np.stack([self._to_array(bytes(item[0])) for item in raw])
+            except Exception as exc:  # one bad image fails its request, not the server
+                responses.append(pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(f"cannot decode image: {{exc}}")))
+                continue
+            out = pb_utils.Tensor("{input_name}", batch.astype(np.float32))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+        return responses
+'''
+
+
+def _onnx_config(input_size: int, num_classes: int, embedding_dim: int) -> str:
+    return f"""name: "{ONNX_MODEL}"
+backend: "onnxruntime"
+max_batch_size: {MAX_BATCH_SIZE}
+input [
+  {{
+    name: "{INPUT_NAME}"
+    data_type: TYPE_FP32
+    dims: [ 3, {input_size}, {input_size} ]
+  }}
+]
+output [
+  {{
+    name: "probabilities"
+    data_type: TYPE_FP32
+    dims: [ {num_classes} ]
+    label_filename: "labels.txt"
+  }},
+  {{
+    name: "logits"
+    data_type: TYPE_FP32
+    dims: [ {num_classes} ]
+  }},
+  {{
+    name: "embeddings"
+    data_type: TYPE_FP32
+    dims: [ {embedding_dim} ]
+  }}
+]
+dynamic_batching {{
+  preferred_batch_size: [ 8, 16, {MAX_BATCH_SIZE} ]
+  max_queue_delay_microseconds: 2000
+}}
+instance_group [
+  {{
+    count: 1
+    kind: KIND_CPU
+  }}
+]
+"""
+
+
+def _preprocess_config(input_size: int) -> str:
+    return f"""name: "{PREPROCESS_MODEL}"
+backend: "python"
+max_batch_size: {MAX_BATCH_SIZE}
+input [
+  {{
+    name: "image_bytes"
+    data_type: TYPE_STRING
+    dims: [ 1 ]
+  }}
+]
+output [
+  {{
+    name: "{INPUT_NAME}"
+    data_type: TYPE_FP32
+    dims: [ 3, {input_size}, {input_size} ]
+  }}
+]
+dynamic_batching {{ }}
+instance_group [
+  {{
+    count: 2
+    kind: KIND_CPU
+  }}
+]
+"""
+
+
+def _ensemble_config(input_size: int, num_classes: int, embedding_dim: int) -> str:
+    return f"""name: "{ENSEMBLE_MODEL}"
+platform: "ensemble"
+max_batch_size: {MAX_BATCH_SIZE}
+input [
+  {{
+    name: "image_bytes"
+    data_type: TYPE_STRING
+    dims: [ 1 ]
+  }}
+]
+output [
+  {{
+    name: "probabilities"
+    data_type: TYPE_FP32
+    dims: [ {num_classes} ]
+  }},
+  {{
+    name: "embeddings"
+    data_type: TYPE_FP32
+    dims: [ {embedding_dim} ]
+  }}
+]
+ensemble_scheduling {{
+  step [
+    {{
+      model_name: "{PREPROCESS_MODEL}"
+      model_version: -1
+      input_map {{ key: "image_bytes" value: "image_bytes" }}
+      output_map {{ key: "{INPUT_NAME}" value: "preprocessed" }}
+    }},
+    {{
+      model_name: "{ONNX_MODEL}"
+      model_version: -1
+      input_map {{ key: "{INPUT_NAME}" value: "preprocessed" }}
+      output_map {{ key: "probabilities" value: "probabilities" }}
+      output_map {{ key: "embeddings" value: "embeddings" }}
+    }}
+  ]
+}}
+"""
+
+
+def write_triton_repository(
+    root: Path,
+    onnx_path: Path,
+    classes: list[str],
+    spec: PreprocessSpec,
+    embedding_dim: int,
+) -> Path:
+    """Write the repository under ``root`` (created); returns ``root``."""
+    import flowerclf.preprocess as preprocess_module
+
+    size, num_classes = spec.input_size, len(classes)
+    onnx_dir = root / ONNX_MODEL
+    (onnx_dir / "1").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_path, onnx_dir / "1" / "model.onnx")
+    (onnx_dir / "config.pbtxt").write_text(_onnx_config(size, num_classes, embedding_dim))
+    (onnx_dir / "labels.txt").write_text("".join(f"{name}\n" for name in classes))
+
+    pre_dir = root / PREPROCESS_MODEL
+    (pre_dir / "1").mkdir(parents=True, exist_ok=True)
+    (pre_dir / "config.pbtxt").write_text(_preprocess_config(size))
+    (pre_dir / "1" / "model.py").write_text(
+        _PYTHON_MODEL.format(spec_file=SPEC_FILE, input_name=INPUT_NAME)
+    )
+    (pre_dir / "1" / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+    shutil.copyfile(Path(preprocess_module.__file__), pre_dir / "1" / "preprocess.py")
+
+    ensemble_dir = root / ENSEMBLE_MODEL
+    (ensemble_dir / "1").mkdir(parents=True, exist_ok=True)  # Triton wants a version dir
+    (ensemble_dir / "config.pbtxt").write_text(_ensemble_config(size, num_classes, embedding_dim))
+    return root

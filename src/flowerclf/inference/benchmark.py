@@ -1,0 +1,284 @@
+"""``flowerclf benchmark``: PyTorch eager vs ONNX Runtime fp32 vs int8, on the same images.
+
+Each runtime runs in its own fresh process (so peak resident memory is its own, and one
+runtime's thread pools cannot slow another), one after the other, on the same
+preprocessed images; preprocessing is excluded from those figures. ``end_to_end`` runs
+``Classifier.predict`` on the image files: decoding, preprocessing and ONNX fp32, which
+is what users get.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import platform
+import random
+import resource
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowerclf.inference.package import GALLERY_DIR, load_package
+
+RUNTIME_BACKENDS = {"torch": "torch", "onnx_fp32": "onnx", "onnx_int8": "onnx_int8"}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+MIN_SECONDS = 3.0  # per throughput measurement: long enough to average out jitter
+WORKING_SET = 64  # preprocessed images a runtime process holds (cycled for throughput)
+TARGETS = {
+    "onnx_fp32_vs_torch": 4.0,
+    "onnx_fp32_p50_ms": 5.0,
+    "onnx_int8_vs_fp32": 1.3,
+    "int8_accuracy_drop_points": 1.0,
+}
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    scale = 1 if platform.system() == "Darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _percentile_ms(samples: Sequence[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(samples) * 1000, q)), 3)
+
+
+def _measure_runtime(
+    model: str, backend: str, arrays_file: str, batch_size: int, latency_runs: int,
+    threads: int | None,
+) -> dict[str, float]:  # fmt: skip
+    """Child process: load one backend, time batch-1 latency and batch throughput."""
+    from flowerclf.inference.backends import create_backend
+
+    images = np.load(arrays_file)
+    rss_before = _peak_rss_mb()
+    started = time.perf_counter()
+    runtime = create_backend(load_package(model), backend, threads)
+    load_s = time.perf_counter() - started
+    for i in range(5):
+        runtime.run(images[i : i + 1])
+    latencies = []
+    for i in range(latency_runs):
+        one = images[i % len(images)][None]
+        t0 = time.perf_counter()
+        runtime.run(one)
+        latencies.append(time.perf_counter() - t0)
+    batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    batches = [b for b in batches if len(b) == batch_size] or [images]
+    runtime.run(batches[0])
+    done, count, t0 = 0, 0, time.perf_counter()
+    while count < 5 or time.perf_counter() - t0 < MIN_SECONDS:
+        batch = batches[count % len(batches)]
+        runtime.run(batch)
+        done += len(batch)
+        count += 1
+    seconds = time.perf_counter() - t0
+    return {
+        "throughput_ips": round(done / seconds, 1),
+        "p50_ms": _percentile_ms(latencies, 50),
+        "p95_ms": _percentile_ms(latencies, 95),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "model_rss_mb": round(_peak_rss_mb() - rss_before, 1),
+        "load_s": round(load_s, 3),
+        "batches_timed": count,
+    }
+
+
+def _measure_end_to_end(
+    model: str, paths: list[str], batch_size: int, threads: int | None
+) -> dict[str, float]:
+    """Child process: files -> predictions through the public API (ONNX fp32)."""
+    from flowerclf.inference.classifier import Classifier
+
+    classifier = Classifier.load(model, backend="onnx", batch_size=batch_size, threads=threads)
+    classifier.predict_each(paths[:batch_size])  # warm-up
+    t0 = time.perf_counter()
+    results = classifier.predict_each(paths)
+    seconds = time.perf_counter() - t0
+    errors = sum(1 for r in results if not hasattr(r, "predicted_class"))
+    return {
+        "end_to_end_ips": round(len(paths) / seconds, 1),
+        "images": len(paths),
+        "errors": errors,
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+    }
+
+
+def _in_child(function: Any, *args: Any) -> Any:
+    context = mp.get_context("spawn")  # a fresh interpreter: no inherited threads or memory
+    with context.Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def find_images(
+    model_dir: str, images: str | None, count: int, seed: int = 0
+) -> tuple[list[str], str]:
+    """Benchmark images: ``images`` dir, else the package's dataset images, else its gallery."""
+    package = load_package(model_dir)
+    candidates: list[tuple[Path | None, str]] = [
+        (Path(images) if images else None, "--images"),
+    ]
+    if not images:
+        root = package.descriptor.get("source", {}).get("image_root")
+        candidates.append((Path(root) if root else None, "dataset images of the package"))
+        candidates.append((package.file("gallery") or package.root / GALLERY_DIR,
+                           "gallery thumbnails (small: end-to-end is optimistic)"))  # fmt: skip
+    for directory, label in candidates:
+        if directory is None:
+            continue
+        if not directory.is_dir():
+            if label == "--images":
+                raise FileNotFoundError(f"--images {directory} is not a directory")
+            continue
+        files = sorted(str(p) for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            random.Random(seed).shuffle(files)
+            return files[:count], f"{label}: {directory}"
+    raise FileNotFoundError(
+        "no benchmark images: pass --images DIR (the package's dataset and gallery are missing)"
+    )
+
+
+def run_benchmark(
+    model: str,
+    images: str | None = None,
+    num_images: int = 256,
+    batch_size: int = 32,
+    latency_runs: int = 100,
+    runtimes: Sequence[str] = ("torch", "onnx_fp32", "onnx_int8"),
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Measure every runtime on the same images; returns the JSON report."""
+    from flowerclf.inference.backends import physical_cores
+    from flowerclf.inference.classifier import Classifier
+
+    unknown = [r for r in runtimes if r not in RUNTIME_BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown runtimes {unknown}; valid: {', '.join(RUNTIME_BACKENDS)}")
+    model = str(Path(model).resolve())
+    package = load_package(model)
+    paths, source = find_images(model, images, num_images)
+    classifier = Classifier(package, backend="onnx", threads=1)
+    arrays = np.stack([classifier.preprocess(p) for p in paths[:WORKING_SET]]).astype(np.float32)
+    classifier.close()
+    report: dict[str, Any] = {
+        "model": package.name,
+        "version": package.version,
+        "hardware": _hardware(),
+        "threads": threads or physical_cores(),
+        "batch_size": batch_size,
+        "images": {"count": len(paths), "source": source},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        arrays_file = str(Path(tmp) / "images.npy")
+        np.save(arrays_file, arrays)
+        for name in runtimes:
+            if name == "onnx_int8" and package.file("onnx_int8") is None:
+                report[name] = {"skipped": "the package has no int8 model"}
+                continue
+            report[name] = _in_child(
+                _measure_runtime, model, RUNTIME_BACKENDS[name], arrays_file, batch_size,
+                latency_runs, threads,
+            )  # fmt: skip
+    end_to_end = _in_child(_measure_end_to_end, model, paths, batch_size, threads)
+    report["end_to_end_ips"] = end_to_end["end_to_end_ips"]
+    report["end_to_end"] = end_to_end
+    report["ratios"] = _ratios(report)
+    int8_check = package.descriptor.get("checks", {}).get("int8")
+    if int8_check:
+        report["int8_accuracy"] = {
+            k: int8_check[k]
+            for k in (
+                "split",
+                "num_images",
+                "fp32_accuracy",
+                "int8_accuracy",
+                "accuracy_drop_points",
+            )
+        }
+    report["targets"] = _targets(report)
+    return report
+
+
+def _ratios(report: dict[str, Any]) -> dict[str, float | None]:
+    def ips(name: str) -> float | None:
+        value = report.get(name, {}).get("throughput_ips")
+        return float(value) if value else None
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a and b else None
+
+    fp32, torch_ips, int8 = ips("onnx_fp32"), ips("torch"), ips("onnx_int8")
+    p50 = {n: report.get(n, {}).get("p50_ms") for n in ("torch", "onnx_fp32", "onnx_int8")}
+    return {
+        "onnx_fp32_vs_torch": ratio(fp32, torch_ips),
+        "onnx_int8_vs_fp32": ratio(int8, fp32),
+        "onnx_fp32_vs_torch_latency": ratio(p50["torch"], p50["onnx_fp32"]),
+        "onnx_int8_vs_fp32_latency": ratio(p50["onnx_fp32"], p50["onnx_int8"]),
+        "end_to_end_vs_onnx_fp32": ratio(report.get("end_to_end_ips"), fp32),
+    }
+
+
+def _targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    ratios = report["ratios"]
+    measured = {
+        "onnx_fp32_vs_torch": ratios["onnx_fp32_vs_torch"],
+        "onnx_fp32_p50_ms": report.get("onnx_fp32", {}).get("p50_ms"),
+        "onnx_int8_vs_fp32": ratios["onnx_int8_vs_fp32"],
+        "int8_accuracy_drop_points": report.get("int8_accuracy", {}).get("accuracy_drop_points"),
+    }
+    lower_is_better = {"onnx_fp32_p50_ms", "int8_accuracy_drop_points"}
+    out = {}
+    for key, target in TARGETS.items():
+        value = measured[key]
+        met = (
+            None
+            if value is None
+            else (value <= target if key in lower_is_better else value >= target)
+        )
+        out[key] = {"value": value, "target": target, "met": met}
+    return out
+
+
+def _hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {cpu} x{os.cpu_count()}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"model {report['model']} ({report['version']}) on {report['hardware']}, "
+        f"{report['threads']} threads, batch {report['batch_size']}",
+        f"images: {report['images']['count']} from {report['images']['source']}",
+        "",
+        f"{'runtime':<11} {'img/s @bs':>10} {'p50 ms':>8} {'p95 ms':>8} {'peak RSS MB':>12}",
+    ]
+    for name in RUNTIME_BACKENDS:
+        row = report.get(name)
+        if not row:
+            continue
+        if "skipped" in row:
+            lines.append(f"{name:<11} skipped: {row['skipped']}")
+            continue
+        lines.append(
+            f"{name:<11} {row['throughput_ips']:>10.1f} {row['p50_ms']:>8.2f} "
+            f"{row['p95_ms']:>8.2f} {row['peak_rss_mb']:>12.0f}"
+        )
+    lines.append(f"end-to-end (decode + preprocess + ONNX fp32): {report['end_to_end_ips']} img/s")
+    lines.append("")
+    lines.extend(f"{k}: {v}" for k, v in report["ratios"].items())
+    lines.append("")
+    for key, target in report["targets"].items():
+        status = {True: "met", False: "NOT met", None: "n/a"}[target["met"]]
+        lines.append(f"target {key}: {target['value']} (target {target['target']}): {status}")
+    return "\n".join(lines) + "\n"
