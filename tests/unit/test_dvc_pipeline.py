@@ -25,7 +25,7 @@ FAST = [
     "model.preprocess.input_size=64", "trainer.max_epochs=1", "trainer.cache_views=1",
     "logger.log_model=false", "data.batch_size=8", "data.num_workers=0", "data.scan_workers=0",
 ]  # fmt: skip
-TARGET = "evaluate@tf_flowers"
+TARGET = "export@tf_flowers"
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -78,7 +78,8 @@ def test_repro_noop_param_change_push_pull(tmp_path: Path) -> None:
     _dvc(repo, env, "remote", "modify", "--local", "local", "url", str(remote))
 
     first = _dvc(repo, env, "repro", TARGET)
-    for stage in ("fetch@tf_flowers", "prepare@tf_flowers", "train@tf_flowers", TARGET):
+    stages = ("fetch", "prepare", "train", "evaluate", "export")
+    for stage in (f"{name}@tf_flowers" for name in stages):
         assert f"Running stage '{stage}'" in first
     metrics = json.loads((repo / "reports" / "tf_flowers" / "metrics.json").read_text())
     assert 0.0 <= metrics["accuracy"] <= 1.0
@@ -99,6 +100,7 @@ def test_repro_noop_param_change_push_pull(tmp_path: Path) -> None:
     (repo / PARAMS_FILE).write_text(yaml.safe_dump(params, sort_keys=False))
     third = _dvc(repo, env, "repro", TARGET)
     assert "Running stage 'train@tf_flowers'" in third
+    assert "Running stage 'export@tf_flowers'" in third
     assert "Running stage 'fetch@tf_flowers'" not in third
     assert "Running stage 'prepare@tf_flowers'" not in third
 
@@ -115,6 +117,8 @@ def test_repro_noop_param_change_push_pull(tmp_path: Path) -> None:
         "data/tf_flowers/manifest.csv",
         "runs/tf_flowers/checkpoints/best.ckpt",
         "reports/tf_flowers/test/report.md",
+        "models/tf_flowers/flowerclf-model.json",
+        "models/tf_flowers/model.onnx",
     ):
         assert (clone / path).is_file(), path
     assert (clone / "runs/tf_flowers/checkpoints/best.ckpt").read_bytes() == (
