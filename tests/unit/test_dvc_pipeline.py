@@ -106,12 +106,13 @@ def test_repro_noop_param_change_push_pull(tmp_path: Path) -> None:
 
     _git(repo, env, "add", "-A")
     _git(repo, env, "commit", "-qm", "results")
-    _dvc(repo, env, "push")
+    _dvc(repo, env, "push", "--with-deps", TARGET)
 
     clone = tmp_path / "clone"
     _git(tmp_path, env, "clone", "-q", str(repo), str(clone))
     _dvc(clone, env, "remote", "modify", "--local", "local", "url", str(remote))
-    _dvc(clone, env, "pull")
+    # Only this recipe ran, so pull its chain (a plain `dvc pull` also wants the others).
+    _dvc(clone, env, "pull", "--with-deps", TARGET)
     for path in (
         "data/raw/tf_flowers/daisy/img_000.jpg",
         "data/tf_flowers/manifest.csv",
