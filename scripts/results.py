@@ -1,12 +1,16 @@
 """Re-make the README results table.
 
-    python scripts/results.py run [ROW ...]   # train each row, save results/<row>.json
-    python scripts/results.py table           # print the Markdown table from results/*.json
+    python scripts/results.py run [ROW ...]   # train each ROWS row, save results/<row>.json
+    python scripts/results.py table           # print the Markdown table
     python scripts/results.py readme          # put that table into README.md
 
-Each row is one `flowerclf train ... --json` command; its JSON output (metrics, wall-clock
-time, hardware) is stored verbatim, and the table is rendered only from those files.
-Set FLOWERCLF_DATA_DIR (and FLOWERCLF_SOURCES when offline) before `run`.
+Two kinds of rows, rendered only from files that commands wrote:
+- the DVC pipeline's recipes (DVC_ROWS): test metrics from `reports/<recipe>/metrics.json`
+  (the evaluate stage), wall-clock time and hardware from `runs/<recipe>/metrics.json` (the
+  train stage), i.e. what `dvc metrics show` prints; re-made by `dvc repro`;
+- other comparisons (ROWS): one `flowerclf train ... --json` command each, its JSON output
+  stored verbatim in results/<row>.json by `run` (set FLOWERCLF_DATA_DIR, and
+  FLOWERCLF_SOURCES when offline).
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "results"
 COMMON = ["logger.experiment_name=flowerclf-results", "logger.log_model=false"]
 
 ROWS: dict[str, list[str]] = {
     "tf_flowers-majority": ["data=tf_flowers", "model=majority"],
-    "tf_flowers-lite0-ce": ["experiment=tf_flowers_fast", "loss=ce"],
     "tf_flowers-lite0-ce_cosine": ["experiment=tf_flowers_fast", "loss=ce_cosine"],
     "tf_flowers-lite0-ce_supcon": ["experiment=tf_flowers_fast", "loss=ce_supcon"],
     "tf_flowers-lite0-ce_siglip": ["experiment=tf_flowers_fast", "loss=ce_siglip"],
@@ -39,18 +43,31 @@ ROWS: dict[str, list[str]] = {
         "trainer.backbone_lr_mult=1.0",
     ],
     "tf_flowers4-majority": ["data=tf_flowers4", "model=majority"],
-    "tf_flowers4-lite0-ce": ["experiment=tf_flowers4_fast", "loss=ce"],
     "tf_flowers4-lite0-ce-strong_aug_tail2": [
         "experiment=tf_flowers4_fast", "augment=strong", "trainer.tail_blocks=2",
         "trainer.cache_views=3",
     ],
     "oxford102-majority": ["data=oxford102", "model=majority", "trainer.train_splits=[train,val]"],
-    "oxford102-lite0-ce": ["experiment=oxford102_fast", "loss=ce"],
     "oxford102-lite0-ce-strong_aug_tail2": [
         "experiment=oxford102_fast", "augment=strong", "trainer.tail_blocks=2",
         "trainer.cache_views=3",
     ],
 }  # fmt: skip
+
+
+# Table row -> DVC pipeline recipe (dvc.yaml, params.yaml) whose metrics files it shows.
+DVC_ROWS = {
+    "tf_flowers-lite0-ce": "tf_flowers",
+    "tf_flowers4-lite0-ce": "tf_flowers4",
+    "oxford102-lite0-ce": "oxford102",
+}
+ORDER = [
+    "tf_flowers-majority", "tf_flowers-lite0-ce", "tf_flowers-lite0-ce_cosine",
+    "tf_flowers-lite0-ce_supcon", "tf_flowers-lite0-ce_siglip", "tf_flowers-lite0-ce-heads_only",
+    "tf_flowers-lite0-ce-strong_aug_tail2", "tf_flowers-simple_cnn-ce", "tf_flowers4-majority",
+    "tf_flowers4-lite0-ce", "tf_flowers4-lite0-ce-strong_aug_tail2", "oxford102-majority",
+    "oxford102-lite0-ce", "oxford102-lite0-ce-strong_aug_tail2",
+]  # fmt: skip
 
 
 def command(row: str) -> list[str]:
@@ -76,14 +93,33 @@ def run(rows: list[str]) -> None:
               f"{result['train_time_s']:.0f} s", file=sys.stderr)  # fmt: skip
 
 
+def dvc_result(recipe: str) -> dict | None:
+    """A DVC recipe's metrics in the shape of a results/<row>.json (None before `dvc repro`)."""
+    evaluated = REPO / "reports" / recipe / "metrics.json"
+    trained = REPO / "runs" / recipe / "metrics.json"
+    if not evaluated.is_file() or not trained.is_file():
+        return None
+    test = json.loads(evaluated.read_text())
+    train = json.loads(trained.read_text())
+    return {
+        "metrics": {f"test/{key}": value for key, value in test.items()},
+        "train_time_s": train["train_time_s"],
+        "hardware": train["hardware"],
+        "command": f"dvc repro evaluate@{recipe}",
+    }
+
+
 def table() -> str:
     header = "dataset | model | loss | test acc | macro-F1 | CE | ECE | kNN acc | train time"
     lines = [f"| {header} | hardware | command |", "|---|---|---|" + "---:|" * 6 + "---|---|"]
-    for row in ROWS:
-        path = RESULTS_DIR / f"{row}.json"
-        if not path.is_file():
+    for row in ORDER:
+        if row in DVC_ROWS:
+            result = dvc_result(DVC_ROWS[row])
+        else:
+            path = RESULTS_DIR / f"{row}.json"
+            result = json.loads(path.read_text()) if path.is_file() else None
+        if result is None:
             continue
-        result = json.loads(path.read_text())
         m = result["metrics"]
         dataset, model, *loss = row.split("-")
         knn = m.get("test/knn_accuracy")

@@ -183,3 +183,32 @@ def test_partial_fine_tuning_keeps_the_trunk_frozen(
     torch.testing.assert_close(first_trunk, next(iter(initial.net.trunk.parameters())))
     last_tail = next(iter(trained.net.tail.parameters()))
     assert not torch.equal(last_tail, next(iter(initial.net.tail.parameters())))
+
+
+def test_fixed_run_dir_and_compact_evaluate_metrics(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = workspace / "fixed-run"
+    result = _train(capsys, workspace, "logger=none", f"paths.run_dir={run_dir}")
+    assert result["run_dir"] == str(run_dir)
+    assert Path(result["checkpoint"]) == run_dir / "checkpoints" / "best.ckpt"
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["test/accuracy"] == result["metrics"]["test/accuracy"]
+    assert saved["hardware"] == result["hardware"]
+    assert (run_dir / "history.csv").read_text().startswith("epoch,train/loss")
+    # A second fresh run must not mix its checkpoints with the first one's.
+    assert (
+        main(["-q", "train", *_overrides(workspace, "logger=none", f"paths.run_dir={run_dir}")])
+        == 1
+    )
+    assert "already holds checkpoints" in capsys.readouterr().err
+
+    summary = workspace / "summary" / "metrics.json"
+    out = workspace / "evaluated"
+    args = [result["checkpoint"], f"out={out}", f"metrics={summary}", "--json"]
+    assert main(["-q", "evaluate", *args]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    scalars = json.loads(summary.read_text())
+    assert scalars["accuracy"] == report["accuracy"]
+    assert "per_class" not in scalars and "knn_accuracy" in scalars
+    assert (out / "report.md").is_file()

@@ -85,7 +85,7 @@ def _data_prepare(args: argparse.Namespace) -> int:
     from flowerclf.config import compose_config
     from flowerclf.data.prepare import PrepareOptions, prepare_dataset
 
-    cfg = compose_config(args.overrides)
+    cfg = compose_config(args.overrides, args.config)
     report = prepare_dataset(PrepareOptions.from_config(cfg))
     if args.json:
         sys.stdout.write(json.dumps(_summary(report)) + "\n")
@@ -94,12 +94,32 @@ def _data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_fetch(args: argparse.Namespace) -> int:
+    from flowerclf.config import compose_config
+    from flowerclf.data.prepare import resolve_root
+    from flowerclf.data.recipes import make_recipe
+    from flowerclf.data.sources import acquire_raw
+
+    cfg = compose_config(args.overrides, args.config)
+    data = cfg.data
+    recipe = make_recipe(data.recipe, list(data.classes) if data.classes else None)
+    raw_dir, source = acquire_raw(
+        recipe, data.source, resolve_root(data.root), refresh=bool(data.refresh),
+        source_sha256=data.source_sha256,
+    )  # fmt: skip
+    if args.json:
+        sys.stdout.write(json.dumps({"raw_dir": str(raw_dir), "source": source}) + "\n")
+    else:
+        sys.stdout.write(f"raw copy: {raw_dir} (from {source})\n")
+    return 0
+
+
 def _data_report(args: argparse.Namespace) -> int:
     from flowerclf.config import compose_config
     from flowerclf.data.prepare import load_report, resolve_root
     from flowerclf.data.report import write_report_files
 
-    cfg = compose_config(args.overrides)
+    cfg = compose_config(args.overrides, args.config)
     prepared_dir = resolve_root(cfg.data.root) / cfg.data.name
     report = load_report(prepared_dir)
     write_report_files(prepared_dir, report)
@@ -121,6 +141,19 @@ def register(
     listing = actions.add_parser("list", help="list the built-in dataset recipes")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=_data_list)
+
+    fetch = actions.add_parser(
+        "fetch",
+        help="only acquire the raw copy <data.root>/raw/<dataset> (what `prepare` starts with)",
+        description=(
+            "Download (or copy from data.source / $FLOWERCLF_SOURCES) a dataset's raw files "
+            "into <data.root>/raw/<dataset>/, without validating or splitting them. The DVC "
+            "pipeline versions this raw copy as its own stage."
+        ),
+    )
+    fetch.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_overrides(fetch)
+    fetch.set_defaults(handler=_data_fetch)
 
     prepare = actions.add_parser(
         "prepare",

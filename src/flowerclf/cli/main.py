@@ -28,6 +28,12 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    parser.add_argument(
+        "--config",
+        metavar="FILE[:SECTION]",
+        help="start from this already-composed config (e.g. params.yaml:tf_flowers, written by "
+        "`flowerclf config params`) instead of the packaged Hydra configs; KEY=VALUE still apply",
+    )
 
 
 def _config_show(args: argparse.Namespace) -> int:
@@ -35,8 +41,27 @@ def _config_show(args: argparse.Namespace) -> int:
 
     from flowerclf.config import compose_config
 
-    cfg = compose_config(args.overrides)
+    cfg = compose_config(args.overrides, args.config)
     sys.stdout.write(OmegaConf.to_yaml(cfg, resolve=True))
+    return EXIT_OK
+
+
+def _config_params(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flowerclf.pipeline import render_params
+
+    text = render_params(args.overrides)
+    out = Path(args.out)
+    if args.check:
+        if not out.is_file() or out.read_text(encoding="utf-8") != text:
+            sys.stderr.write(
+                f"{out} is not what the Hydra configs give; regenerate it with "
+                f"`flowerclf config params --out {out}` (make params)\n"
+            )
+            return EXIT_FAILURE
+        return EXIT_OK
+    out.write_text(text, encoding="utf-8")
     return EXIT_OK
 
 
@@ -64,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_overrides(show)
     show.set_defaults(handler=_config_show)
+    params = config_commands.add_parser(
+        "params",
+        help="write the DVC pipeline's params.yaml: each recipe's config composed from Hydra",
+    )
+    params.add_argument("--out", default="params.yaml", help="file to write (params.yaml)")
+    params.add_argument(
+        "--check", action="store_true", help="do not write; exit 1 if the file is out of date"
+    )
+    params.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="overrides applied to every recipe"
+    )
+    params.set_defaults(handler=_config_params)
     return parser
 
 

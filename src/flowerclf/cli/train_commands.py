@@ -12,7 +12,7 @@ def _train(args: argparse.Namespace) -> int:
     from flowerclf.config import compose_config
     from flowerclf.training.train import train
 
-    cfg = compose_config(args.overrides)
+    cfg = compose_config(args.overrides, args.config)
     result = train(cfg)
     if args.json:
         sys.stdout.write(result.to_json() + "\n")

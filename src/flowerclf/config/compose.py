@@ -11,12 +11,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 CONFIG_MODULE = "flowerclf.conf"
@@ -85,12 +86,18 @@ def _check_key_exists(cfg: DictConfig, dotted: str) -> None:
         walked.append(part)
 
 
-def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+def compose_config(overrides: Sequence[str] = (), config_file: str | None = None) -> DictConfig:
     """Compose ``config.yaml`` with Hydra ``overrides`` and validate the result.
+
+    With ``config_file`` (``FILE`` or ``FILE:SECTION``, e.g. the DVC pipeline's
+    ``params.yaml:tf_flowers``) the base is that already-composed config instead; see
+    :func:`load_config_file`.
 
     Raises:
         ConfigError: unparsable override, unknown group option or key, or invalid value.
     """
+    if config_file:
+        return load_config_file(config_file, overrides)
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as exc:
@@ -113,6 +120,55 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
         _check_key_exists(base, override.key_or_group)
 
     cfg = _compose(list(overrides))
+    from flowerclf.config.schema import validate_config  # pydantic import kept lazy
+
+    validate_config(cfg)
+    return cfg
+
+
+def load_config_file(spec: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """A composed config saved as YAML (``FILE`` or ``FILE:SECTION``), plus ``key=value``.
+
+    This is how the DVC pipeline runs its stages from ``params.yaml``, which
+    ``flowerclf config params`` generates from the packaged Hydra configs: the file already
+    holds every value, so only ``key=value`` overrides make sense on top of it (group choices
+    such as ``model=resnet50`` need composition: regenerate the file instead). The result
+    is validated exactly like :func:`compose_config`.
+
+    Raises:
+        ConfigError: missing file or section, group override, unknown key, invalid value.
+    """
+    path_text, _, section = spec.partition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    loaded = OmegaConf.load(path)
+    node = OmegaConf.select(loaded, section) if section else loaded
+    if not isinstance(node, DictConfig):
+        sections = [str(k) for k in loaded] if isinstance(loaded, DictConfig) else []
+        raise ConfigError(
+            f"{path} has no config section {section!r}.{_did_you_mean(section, sections)} "
+            f"Sections: {', '.join(sections)}"
+        )
+    cfg = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+    assert isinstance(cfg, DictConfig)
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as exc:
+        raise ConfigError(f"cannot parse overrides {list(overrides)}: {exc}") from None
+    for override in parsed:
+        key = override.key_or_group
+        if key in CONFIG_GROUPS and not override.is_add():
+            raise ConfigError(
+                f"{override.input_line}: a config group choice cannot be applied to the "
+                f"already-composed config in {spec}; set single keys ({key}.<key>=...) or "
+                f"regenerate the file with `flowerclf config params`"
+            )
+        if override.is_delete():
+            raise ConfigError(f"{override.input_line}: deleting keys is not supported here")
+        if not override.is_add() and not override.is_force_add():
+            _check_key_exists(cfg, key)
+        OmegaConf.update(cfg, key, override.value(), merge=True, force_add=True)
     from flowerclf.config.schema import validate_config  # pydantic import kept lazy
 
     validate_config(cfg)

@@ -176,6 +176,7 @@ class LoggerConfig(_Strict):
 class PathsConfig(_Strict):
     output_dir: str = "outputs"
     cache_dir: str | None = None
+    run_dir: str | None = None
 
 
 SCHEMAS: dict[str, type[BaseModel]] = {

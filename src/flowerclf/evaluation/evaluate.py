@@ -12,7 +12,15 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-OPTION_TYPES = {"split": str, "data.root": str, "batch_size": int, "num_workers": int, "out": str}
+OPTION_TYPES = {
+    "split": str, "data.root": str, "batch_size": int, "num_workers": int, "out": str,
+    "metrics": str,
+}  # fmt: skip
+# The scalar results; ``metrics=FILE`` writes just these (a compact DVC metrics file).
+SCALAR_KEYS = (
+    "num_samples", "accuracy", "top5_accuracy", "macro_f1", "weighted_f1", "macro_precision",
+    "macro_recall", "cross_entropy", "ece", "knn_accuracy",
+)  # fmt: skip
 SPLITS = ("train", "val", "test")
 
 
@@ -78,8 +86,12 @@ def evaluate(
     batch_size: int | None = None,
     num_workers: int | None = None,
     out: str | None = None,
+    metrics: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained model on ``split``; write reports and PNGs; log them to its run.
+
+    ``metrics``, when given, is a file that receives only the scalar results (accuracy,
+    F1, cross-entropy, ECE, kNN accuracy, sample count) as flat JSON.
 
     Returns:
         Metrics (accuracy, macro/weighted F1, cross-entropy, ECE, per-class...) plus the
@@ -122,6 +134,10 @@ def evaluate(
         )
     extra: dict[str, Any] = {"checkpoint": str(checkpoint), "run_id": run_id}
     run_dir = Path(config.get("run", {}).get("dir") or checkpoint.parent.parent)
+    if not run_dir.is_dir():
+        # A run directory that moved with its checkpoint (a DVC pipeline in another clone):
+        # the checkpoint still sits in <run dir>/checkpoints/.
+        run_dir = checkpoint.parent.parent
     embeddings_file = run_dir / EMBEDDINGS_FILE
     if embeddings_file.is_file() and split != "train":
         saved = np.load(embeddings_file)
@@ -133,12 +149,9 @@ def evaluate(
         )  # fmt: skip
     logger = None
     if run_id:
-        from lightning.pytorch.loggers import MLFlowLogger
-
-        from flowerclf.training.tracking import resolve_tracking_uri
-
-        tracking_uri = config.get("run", {}).get("tracking_uri") or resolve_tracking_uri(None)
-        logger = MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id)
+        logger = _run_logger(run_id, config.get("run", {}).get("tracking_uri"))
+        if logger is None:
+            run_id = None
     out_dir = Path(out) if out else run_dir / "evaluate" / split
     report = write_evaluation(
         predictions, module.classes, {r.id: r for r in datamodule.rows},
@@ -153,4 +166,30 @@ def evaluate(
                 client.log_metric(run_id, f"evaluate/{split}/{key}", float(report[key]))
         client.log_artifacts(run_id, str(out_dir), f"evaluate/{split}")
     report.pop("confusion_matrix", None)
+    if metrics:
+        import json
+
+        scalars = {key: report[key] for key in SCALAR_KEYS if key in report}
+        Path(metrics).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics).write_text(json.dumps(scalars, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _run_logger(run_id: str, tracking_uri: str | None) -> Any:
+    """An MLFlowLogger on run ``run_id``, or None when its store does not hold that run
+    (a checkpoint pulled with DVC into another clone, whose mlflow.db never saw it)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from flowerclf.training.tracking import resolve_tracking_uri
+
+    uri = tracking_uri or resolve_tracking_uri(None)
+    try:
+        MlflowClient(tracking_uri=uri).get_run(run_id)
+    except MlflowException:
+        log.warning(
+            "run %s is not in the MLflow store %s: results are not logged to it", run_id, uri
+        )
+        return None
+    return MLFlowLogger(tracking_uri=uri, run_id=run_id)

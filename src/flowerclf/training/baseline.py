@@ -27,7 +27,12 @@ def train_majority(
     The predicted distribution is the training class prior, so cross-entropy is finite and
     the predicted class is always the most frequent training class.
     """
-    from flowerclf.training.train import SUMMARY_METRICS, TrainResult, _make_logger
+    from flowerclf.training.train import (
+        SUMMARY_METRICS,
+        TrainResult,
+        _make_logger,
+        run_directory,
+    )
 
     classes = datamodule.classes
     train_labels = np.asarray(
@@ -37,7 +42,7 @@ def train_majority(
     prior /= prior.sum()
     logger, tracking_uri = _make_logger(cfg, None)
     run_id = logger.run_id if logger is not None else None
-    run_dir = output_dir / "runs" / (run_id or time.strftime("local-%Y%m%d-%H%M%S"))
+    run_dir = run_directory(cfg, output_dir, run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     model_path = run_dir / "majority.json"
     model_path.write_text(

@@ -46,6 +46,7 @@ from flowerclf.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
+HISTORY_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
 SUMMARY_METRICS = ("accuracy", "macro_f1", "weighted_f1", "cross_entropy", "ece", "top5_accuracy")
 
 
@@ -95,7 +96,29 @@ def _precision(trainer_cfg: Mapping[str, Any]) -> str:
     return "16-mixed" if gpu else "32-true"
 
 
-def _find_resume(resume: str | None, output_dir: Path) -> tuple[str | None, Path | None]:
+def run_directory(cfg: DictConfig, output_dir: Path, run_id: str | None) -> Path:
+    """``paths.run_dir`` when set (a fixed place, e.g. the DVC pipeline's ``runs/<recipe>``),
+    else ``<paths.output_dir>/runs/<run id>``."""
+    if cfg.paths.get("run_dir"):
+        return Path(cfg.paths.run_dir).resolve()
+    return output_dir / "runs" / (run_id or time.strftime("local-%Y%m%d-%H%M%S"))
+
+
+def _check_fresh_run_dir(run_dir: Path) -> None:
+    # Lightning would write best-v1.ckpt next to an old best.ckpt, and readers of the fixed
+    # location would silently get the old model: refuse instead.
+    old = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    if old:
+        raise ValueError(
+            f"{run_dir} already holds checkpoints ({', '.join(p.name for p in old)}); remove "
+            f"{run_dir / 'checkpoints'}, choose another paths.run_dir, or continue the run "
+            f"with resume={old[0].parent / 'last.ckpt'}"
+        )
+
+
+def _find_resume(
+    resume: str | None, output_dir: Path, fixed_run_dir: Path | None = None
+) -> tuple[str | None, Path | None]:
     """``resume`` (run id or checkpoint path) -> (run id, last checkpoint)."""
     if not resume:
         return None, None
@@ -105,11 +128,11 @@ def _find_resume(resume: str | None, output_dir: Path) -> tuple[str | None, Path
             raise FileNotFoundError(f"resume checkpoint {path} does not exist")
         hparams = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]
         return hparams["config"].get("run", {}).get("id"), path
-    last = output_dir / "runs" / resume / "checkpoints" / "last.ckpt"
+    last = (fixed_run_dir or output_dir / "runs" / resume) / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise FileNotFoundError(
-            f"cannot resume run {resume}: {last} not found (is paths.output_dir the same as "
-            f"for the interrupted run?)"
+            f"cannot resume run {resume}: {last} not found (are paths.output_dir and "
+            f"paths.run_dir the same as for the interrupted run?)"
         )
     return resume, last
 
@@ -202,7 +225,7 @@ def _history(logger: MLFlowLogger | None, run_id: str | None) -> dict[str, list[
             (epoch_of.get(int(p.step), int(p.step)), float(p.value))
             for p in client.get_metric_history(run_id, name)
         )
-        for name in ("train/loss", "train/acc", "val/loss", "val/acc")
+        for name in HISTORY_METRICS
     }
 
 
@@ -211,7 +234,10 @@ def train(cfg: DictConfig) -> TrainResult:
     started = time.perf_counter()
     config = _resolved_config(cfg)
     output_dir = Path(cfg.paths.output_dir).resolve()
-    resume_run, resume_ckpt = _find_resume(cfg.resume, output_dir)
+    fixed_run_dir = Path(cfg.paths.run_dir).resolve() if cfg.paths.get("run_dir") else None
+    resume_run, resume_ckpt = _find_resume(cfg.resume, output_dir, fixed_run_dir)
+    if fixed_run_dir is not None and resume_ckpt is None:
+        _check_fresh_run_dir(fixed_run_dir)
     seed_everything(int(cfg.seed))
     spec = spec_from_model_config(cfg.model)
     datamodule = FlowerDataModule.from_config(cfg, spec)
@@ -223,7 +249,7 @@ def train(cfg: DictConfig) -> TrainResult:
 
     logger, tracking_uri = _make_logger(cfg, resume_run)
     run_id = logger.run_id if logger is not None else None
-    run_dir = output_dir / "runs" / (run_id or time.strftime("local-%Y%m%d-%H%M%S"))
+    run_dir = run_directory(cfg, output_dir, run_id)
     config["run"] = {"id": run_id, "dir": str(run_dir), "tracking_uri": tracking_uri}
     cached = cfg.trainer.mode == "cached"
     module = FlowerClassifier(
@@ -318,14 +344,30 @@ def train(cfg: DictConfig) -> TrainResult:
         }
         module.net.to("cpu")
     train_seconds = time.perf_counter() - started
-    result = _finish_run(
+    # Near zero when an earlier run's cache was reused: say so next to the total.
+    extra_metrics = {"feature_cache_s": round(cache_seconds, 2)} if cached else {}
+    return _finish_run(
         cfg, module, datamodule, predictions, logger, run_id, tracking_uri, run_dir, best_path,
-        train_seconds,
+        train_seconds, extra_metrics,
     )  # fmt: skip
-    if cached:
-        # Near zero when an earlier run's cache was reused: say so next to the total.
-        result.metrics["feature_cache_s"] = round(cache_seconds, 2)
-    return result
+
+
+def _write_history(history: Mapping[str, list[tuple[int, float]]], path: Path) -> None:
+    """Per-epoch metrics as CSV (epoch, train/loss, ...): the DVC pipeline's data plot.
+
+    The history comes from the MLflow run; without tracking (``logger=none``) the file holds
+    only its header, so that the pipeline's declared output still exists.
+    """
+    names = list(HISTORY_METRICS)
+    table: dict[int, dict[str, float]] = {}
+    for name in names:
+        for epoch, value in history.get(name, []):
+            table.setdefault(epoch, {})[name] = value  # the last value logged in an epoch
+    lines = [",".join(["epoch", *names])]
+    for epoch in sorted(table):
+        row = table[epoch]
+        lines.append(",".join([str(epoch), *(f"{row[n]:.6g}" if n in row else "" for n in names)]))
+    path.write_text("\n".join(lines) + "\n")
 
 
 def _finish_run(
@@ -339,6 +381,7 @@ def _finish_run(
     run_dir: Path,
     checkpoint: Path,
     train_seconds: float,
+    extra_metrics: Mapping[str, float] | None = None,
 ) -> TrainResult:
     """Evaluate, save embeddings, log everything to the run; return the result."""
     classes = datamodule.classes
@@ -346,7 +389,7 @@ def _finish_run(
     raw_dir = prepared_raw_dir(datamodule.prepared_dir)
     history = _history(logger, run_id)
     train_pred = predictions["train_eval"]
-    metrics: dict[str, float] = {"train_time_s": round(train_seconds, 2)}
+    metrics: dict[str, float] = {"train_time_s": round(train_seconds, 2), **(extra_metrics or {})}
     reports: dict[str, str] = {}
     for split in ("val", "test"):
         pred = predictions[split]
@@ -371,7 +414,13 @@ def _finish_run(
         classes,
     )
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(module.config)))
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    hardware = hardware_description()
+    # The hardware string goes to the file only (MLflow metrics are numbers): with the
+    # wall-clock time it is what the README results table quotes for each row.
+    (run_dir / "metrics.json").write_text(
+        json.dumps({**metrics, "hardware": hardware}, indent=2) + "\n"
+    )
+    _write_history(history, run_dir / "history.csv")
     if logger is not None and run_id is not None:
         client = logger.experiment
         final_step = int(module.global_step)
@@ -392,6 +441,7 @@ def _finish_run(
         run_dir=str(run_dir),
         metrics=metrics,
         train_time_s=round(train_seconds, 2),
+        hardware=hardware,
         reports=reports,
     )
 
