@@ -205,6 +205,17 @@ def _check_same_dataset(trained: _TrainedModel, manifest_sha256: str) -> None:
         )
 
 
+def _run_exists(run_id: str, tracking_uri: str) -> bool:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+    except MlflowException:
+        return False
+    return True
+
+
 def _staging_dir(out: Path, force: bool) -> Path:
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} exists and is not empty; pass --force to replace it")
@@ -441,7 +452,11 @@ def _export_mlflow(
     descriptor["files"]["mlflow"] = MLFLOW_DIR
     info: dict[str, Any] = {"local": MLFLOW_DIR}
     tracking_uri = descriptor["source"]["tracking_uri"]
-    if trained.run_id and tracking_uri:
+    if trained.run_id and tracking_uri and not _run_exists(trained.run_id, tracking_uri):
+        # e.g. a checkpoint pulled with `dvc pull` into a clone whose store lacks the run
+        say(f"run {trained.run_id} is not in {tracking_uri}: pyfunc saved in the package only")
+        info["logged"] = f"run {trained.run_id} not found in {tracking_uri}; saved locally only"
+    elif trained.run_id and tracking_uri:
         name = options.register_name or f"flowerclf-{descriptor['name']}"
         say(f"logging the pyfunc model to run {trained.run_id} and registering it as {name}")
         info |= log_pyfunc(package, trained.run_id, tracking_uri, name, example)
