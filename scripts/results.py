@@ -37,6 +37,15 @@ ROWS: dict[str, list[str]] = {
         "experiment=tf_flowers_fast", "augment=strong", "trainer.tail_blocks=2",
         "trainer.cache_views=3",
     ],
+    # Loss comparison repeated with training seeds 1 and 2 (same seed-42 split): how much of
+    # the spread between losses is seed noise.
+    **{
+        f"tf_flowers-lite0-{loss}-seed{seed}": [
+            "experiment=tf_flowers_fast", f"loss={loss}", f"seed={seed}"
+        ]
+        for seed in (1, 2)
+        for loss in ("ce", "ce_cosine", "ce_supcon", "ce_siglip")
+    },
     "tf_flowers-simple_cnn-ce": [
         "data=tf_flowers", "model=simple_cnn", "model.preprocess.input_size=96",
         "trainer.accelerator=cpu", "trainer.max_epochs=6", "trainer.lr=0.003",
@@ -63,7 +72,10 @@ DVC_ROWS = {
 }
 ORDER = [
     "tf_flowers-majority", "tf_flowers-lite0-ce", "tf_flowers-lite0-ce_cosine",
-    "tf_flowers-lite0-ce_supcon", "tf_flowers-lite0-ce_siglip", "tf_flowers-lite0-ce-heads_only",
+    "tf_flowers-lite0-ce_supcon", "tf_flowers-lite0-ce_siglip",
+    *(f"tf_flowers-lite0-{loss}-seed{seed}" for seed in (1, 2)
+      for loss in ("ce", "ce_cosine", "ce_supcon", "ce_siglip")),
+    "tf_flowers-lite0-ce-heads_only",
     "tf_flowers-lite0-ce-strong_aug_tail2", "tf_flowers-simple_cnn-ce", "tf_flowers4-majority",
     "tf_flowers4-lite0-ce", "tf_flowers4-lite0-ce-strong_aug_tail2", "oxford102-majority",
     "oxford102-lite0-ce", "oxford102-lite0-ce-strong_aug_tail2",
