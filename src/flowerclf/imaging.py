@@ -22,14 +22,36 @@ DEFAULT_MAX_PIXELS = 89_478_485
 # Formats a flower photo realistically arrives in. Pillow can open more (PSD, ICNS, EPS via
 # Ghostscript...), but each extra decoder is attack surface with no benefit here.
 SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO"})
+# The file name endings of those formats: how commands pick images out of a folder (the
+# bytes still decide the format when a file is decoded).
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".mpo"}
+)
+
+
+def list_images(directory: Path) -> list[Path]:
+    """Files below ``directory`` (recursively) named like a supported image, sorted."""
+    return sorted(
+        p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 class ImageDecodeError(ValueError):
-    """An input could not be turned into an RGB image; ``reason`` is short and user-facing."""
+    """An input could not be turned into an RGB image; ``reason`` is short and user-facing.
 
-    def __init__(self, reason: str) -> None:
+    ``kind`` says what went wrong, for callers that map failures to their own codes (the
+    REST service's HTTP statuses): ``empty``, ``unrecognised`` (not an image Pillow knows),
+    ``unsupported`` (an image, in a format outside SUPPORTED_FORMATS), ``too_large`` (pixel
+    limit), ``corrupt`` (truncated or damaged data) or ``unreadable`` (the file itself).
+    """
+
+    def __init__(self, reason: str, kind: str = "corrupt") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[type[ImageDecodeError], tuple[str, str]]:
+        return type(self), (self.reason, self.kind)  # keep ``kind`` across processes
 
 
 @dataclass(frozen=True)
@@ -105,7 +127,7 @@ def decode_rgb(
             truncated or corrupt data.
     """
     if not data:
-        raise ImageDecodeError("empty file (0 bytes)")
+        raise ImageDecodeError("empty file (0 bytes)", "empty")
     # Never let Pillow paper over truncated files with grey pixels.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
@@ -115,23 +137,27 @@ def decode_rgb(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageDecodeError("not a recognised image format") from None
+        raise ImageDecodeError("not a recognised image format", "unrecognised") from None
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"too many pixels (decompression bomb guard): {exc}") from None
+        raise ImageDecodeError(
+            f"too many pixels (decompression bomb guard): {exc}", "too_large"
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image header: {exc}") from None
 
     fmt = img.format or "UNKNOWN"
     if fmt not in formats:
         raise ImageDecodeError(
-            f"unsupported image format {fmt}; supported: {', '.join(sorted(formats))}"
+            f"unsupported image format {fmt}; supported: {', '.join(sorted(formats))}",
+            "unsupported",
         )
     width, height = img.size
     if width <= 0 or height <= 0:
         raise ImageDecodeError(f"invalid image size {width}x{height}")
     if width * height > max_pixels:
         raise ImageDecodeError(
-            f"too many pixels: {width}x{height} = {width * height:,} > limit {max_pixels:,}"
+            f"too many pixels: {width}x{height} = {width * height:,} > limit {max_pixels:,}",
+            "too_large",
         )
     source_mode = img.mode
     try:
@@ -144,7 +170,9 @@ def decode_rgb(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"truncated or corrupt image data: {exc}") from None
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"too many pixels (decompression bomb guard): {exc}") from None
+        raise ImageDecodeError(
+            f"too many pixels (decompression bomb guard): {exc}", "too_large"
+        ) from None
     return DecodedImage(image=rgb, source_format=fmt, source_mode=source_mode)
 
 
@@ -153,5 +181,5 @@ def load_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}", "unreadable") from None
     return decode_rgb(data, max_pixels=max_pixels).image

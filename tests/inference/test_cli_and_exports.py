@@ -9,7 +9,6 @@ import os
 import py_compile
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 from flowerclf import Classifier
 from flowerclf.cli.main import main
 from tests.conftest import TrainedPackage
+from tests.serving.server import free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -243,12 +243,6 @@ def test_triton_python_preprocessing_step_equals_flowerclf_preprocessing(
 # --- MLflow ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_registered_pyfunc_model_is_served_by_mlflow_models_serve(
     model_package: TrainedPackage, tmp_path: Path
 ):
@@ -257,7 +251,7 @@ def test_registered_pyfunc_model_is_served_by_mlflow_models_serve(
     descriptor = json.loads((model_package.package / "flowerclf-model.json").read_text())
     model_uri = descriptor["mlflow"]["registered_model_uri"]
     assert model_uri.startswith("models:/flowerclf-folder-simple_cnn/")
-    port = _free_port()
+    port = free_port()
     bin_dir = str(Path(sys.executable).parent)  # mlflow runs `uvicorn` from PATH
     env = os.environ | {
         "MLFLOW_TRACKING_URI": model_package.tracking_uri,
@@ -271,17 +265,10 @@ def test_registered_pyfunc_model_is_served_by_mlflow_models_serve(
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                pytest.fail(f"mlflow models serve exited: {server.stdout.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow models serve did not come up within 120 s")
+        why = wait_for_http(f"{url}/ping", server, time.monotonic() + 120, interval=0.5)
+        if why is not None:
+            output = server.stdout.read().decode()[-2000:] if server.poll() is not None else ""
+            pytest.fail(f"mlflow models serve did not come up within 120 s ({why}): {output}")
         images = sorted(model_package.images.rglob("*.jpg"))[:3]
         rows = [[base64.b64encode(p.read_bytes()).decode()] for p in images] + [["bm90IGFu"]]
         response = httpx.post(

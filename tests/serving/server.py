@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +31,33 @@ class LiveServer:
 
     def output(self) -> str:
         return "".join(self.log)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(
+    url: str,
+    process: subprocess.Popen,
+    deadline: float,
+    interval: float = 0.2,  # type: ignore[type-arg]
+) -> str | None:
+    """Poll ``url`` until it answers 200. Returns None then, else why it stopped waiting
+    (the process exited, or ``deadline`` (time.monotonic) passed)."""
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return None
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            return f"process exited with status {process.returncode}"
+        if time.monotonic() > deadline:
+            return "timed out"
+        time.sleep(interval)
 
 
 def _env() -> dict[str, str]:
@@ -67,15 +95,8 @@ def run_server(
         while not found.wait(0.1):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start:\n{server.output()}")
-        while True:
-            try:
-                if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server never became ready:\n{server.output()}")
-            time.sleep(0.1)
+        if wait_for_http(f"{server.url}/ready", process, deadline, interval=0.1) is not None:
+            raise RuntimeError(f"server never became ready:\n{server.output()}")
         yield server
     finally:
         if process.poll() is None:

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import io
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 
 from tests.serving.colour_package import split
-from tests.serving.server import LiveServer, _env
+from tests.serving.server import LiveServer, _env, free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -28,15 +26,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def ui_url(live_server: LiveServer) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "flowerclf", "ui", "--api", live_server.url,
                "--port", str(port)]  # fmt: skip
     process = subprocess.Popen(
@@ -44,16 +36,8 @@ def ui_url(live_server: LiveServer) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("flowerclf ui did not start")
-            time.sleep(0.2)
+        if wait_for_http(f"{url}/_stcore/health", process, time.monotonic() + 60) is not None:
+            pytest.fail("flowerclf ui did not start")
         yield url
     finally:
         process.terminate()

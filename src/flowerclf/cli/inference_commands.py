@@ -11,9 +11,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 MODEL_ENV = "FLOWERCLF_MODEL"
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".mpo"}
-)
 PROGRESS_THRESHOLD = 64  # images; below this a bar is noise
 
 
@@ -59,14 +56,13 @@ def _export(args: argparse.Namespace) -> int:
 
 def expand_inputs(patterns: Iterable[str]) -> list[str]:
     """Files as given, directories walked (sorted, image suffixes), globs expanded."""
+    from flowerclf.imaging import list_images
+
     found: list[str] = []
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            found.extend(
-                str(p) for p in sorted(path.rglob("*"))
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )  # fmt: skip
+            found.extend(str(p) for p in list_images(path))
         elif glob.has_magic(pattern) and not path.exists():
             matches = sorted(glob.glob(pattern, recursive=True))  # noqa: PTH207 (absolute globs)
             found.extend(m for m in matches if Path(m).is_file())

@@ -9,13 +9,13 @@ complete, so an interrupted extraction never leaves a half-filled dataset behind
 from __future__ import annotations
 
 import logging
-import shutil
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
+
+from flowerclf.utils.fs import staged_directory
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,7 @@ def extract_archive(archive: Path, destination: Path) -> Path:
         raise ValueError(
             f"{archive} is not a supported archive; expected one of {', '.join(ARCHIVE_SUFFIXES)}"
         )
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
+    with staged_directory(destination) as staging:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
                 members = _safe_zip_members(zf, archive)
@@ -100,11 +98,5 @@ def extract_archive(archive: Path, destination: Path) -> Path:
                         tar.extract(member, staging, filter="data")
                     else:  # pragma: no cover - Python < 3.10.12
                         tar.extract(member, staging)
-        if destination.exists():
-            shutil.rmtree(destination)
-        staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("extracted %s to %s", archive, destination)
     return destination

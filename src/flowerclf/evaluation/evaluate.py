@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,60 @@ def resolve_checkpoint(target: str) -> tuple[Path, str | None]:
     return Path(downloaded), target
 
 
+@dataclass
+class TrainedRun:
+    """A trained model loaded from a checkpoint, with the run it came from."""
+
+    module: Any  # FlowerClassifier
+    checkpoint: Path
+    run_id: str | None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.module.config
+
+
+def load_trained(target: str) -> TrainedRun:
+    """Run id or checkpoint -> the trained module (on CPU) and its run id."""
+    from flowerclf.training.module import FlowerClassifier
+
+    checkpoint, run_id = resolve_checkpoint(target)
+    module = FlowerClassifier.load_from_checkpoint(
+        checkpoint, map_location="cpu", pretrained=False, input_mode="image", weights_only=False
+    )
+    return TrainedRun(module, Path(checkpoint), run_id or module.config.get("run", {}).get("id"))
+
+
+def run_datamodule(
+    config: dict[str, Any],
+    spec: Any,
+    data_root: str | None = None,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+) -> Any:
+    """The prepared dataset a run was trained on (``data_root`` if it moved), set up."""
+    from flowerclf.data.datamodule import FlowerDataModule
+
+    data_cfg = config["data"]
+    prepared = Path(data_root or data_cfg["root"]).expanduser() / data_cfg["name"]
+    if not (prepared / "manifest.csv").is_file():
+        raise FileNotFoundError(
+            f"the run's prepared dataset is not at {prepared} (no manifest.csv): pass "
+            f"data.root=<dir holding {data_cfg['name']}/>, or prepare it with the run's data "
+            f"settings and seed"
+        )
+    datamodule = FlowerDataModule(
+        prepared,
+        spec,
+        batch_size=batch_size or int(data_cfg["batch_size"]),
+        num_workers=int(data_cfg["num_workers"]) if num_workers is None else num_workers,
+        seed=int(config["seed"]),
+        train_splits=tuple(config["trainer"].get("train_splits", ["train"])),
+    )
+    datamodule.setup()
+    return datamodule
+
+
 def evaluate(
     target: str,
     split: str = "test",
@@ -99,29 +154,19 @@ def evaluate(
     """
     import torch
 
-    from flowerclf.data.datamodule import FlowerDataModule, prepared_raw_dir
+    from flowerclf.data.datamodule import prepared_raw_dir
     from flowerclf.evaluation.embeddings import EMBEDDINGS_FILE, knn_accuracy
     from flowerclf.evaluation.report import write_evaluation
-    from flowerclf.training.module import FlowerClassifier
     from flowerclf.training.train import _history, image_runner, predict_loader
 
-    checkpoint, run_id = resolve_checkpoint(target)
-    module = FlowerClassifier.load_from_checkpoint(
-        checkpoint, map_location="cpu", pretrained=False, input_mode="image", weights_only=False
+    trained = load_trained(target)
+    module, checkpoint, run_id, config = (
+        trained.module,
+        trained.checkpoint,
+        trained.run_id,
+        trained.config,
     )
-    config = module.config
-    run_id = run_id or config.get("run", {}).get("id")
-    data_cfg = config["data"]
-    root = Path(data_root or data_cfg["root"])
-    datamodule = FlowerDataModule(
-        root / data_cfg["name"],
-        module.spec,
-        batch_size=batch_size or int(data_cfg["batch_size"]),
-        num_workers=int(data_cfg["num_workers"]) if num_workers is None else num_workers,
-        seed=int(config["seed"]),
-        train_splits=tuple(config["trainer"].get("train_splits", ["train"])),
-    )
-    datamodule.setup()
+    datamodule = run_datamodule(config, module.spec, data_root, batch_size, num_workers)
     if datamodule.classes != module.classes:
         raise ValueError(
             f"the dataset at {datamodule.prepared_dir} has classes {datamodule.classes[:5]}..., "

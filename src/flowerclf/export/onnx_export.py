@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import torch
 from torch import nn
 
 from flowerclf.inference.package import INPUT_NAME, OUTPUT_NAMES
+from flowerclf.models.onnx_runtime import export_onnx
 
 OPSET = 17
 # What the issue promises users: the exported graph is a faithful copy of the trained one.
@@ -33,20 +36,9 @@ def export_checked_onnx(net: nn.Module, path: Path, input_size: int) -> Path:
     import onnx
 
     model = ExportNet(net).eval()
-    example = torch.zeros(2, 3, input_size, input_size)
-    dynamic = {INPUT_NAME: {0: "batch"}} | {name: {0: "batch"} for name in OUTPUT_NAMES}
+    export_onnx(model, path, input_size, OUTPUT_NAMES, opset=OPSET)
     with torch.inference_mode():
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes=dynamic,
-            opset_version=OPSET,
-            dynamo=False,  # the TorchScript exporter handles every timm model we ship
-        )
-        widths = [int(t.shape[1]) for t in model(example)]
+        widths = [int(t.shape[1]) for t in model(torch.zeros(1, 3, input_size, input_size))]
     # The exporter leaves some output widths symbolic (the L2 normalisation): pin them, so
     # consumers such as Triton see the real shapes.
     graph_model = onnx.load(str(path))
@@ -58,6 +50,35 @@ def export_checked_onnx(net: nn.Module, path: Path, input_size: int) -> Path:
     onnx.save(graph_model, str(path))
     onnx.checker.check_model(str(path), full_check=True)
     return path
+
+
+def run_onnx(
+    path: Path, images: np.ndarray, outputs: Sequence[str], batch: int = 32
+) -> tuple[list[np.ndarray], float]:
+    """Run ``images`` through the model at ``path`` in batches (ONNX Runtime, CPU).
+
+    Returns:
+        The named outputs, concatenated, and the throughput in images/s (after one
+        warm-up batch, which is not timed).
+    """
+    import onnxruntime as ort
+
+    from flowerclf.inference.backends import onnx_session_options
+
+    session = ort.InferenceSession(
+        str(path), onnx_session_options(), providers=["CPUExecutionProvider"]
+    )
+    feed = {INPUT_NAME: np.ascontiguousarray(images[:batch], np.float32)}
+    session.run(list(outputs), feed)  # warm-up
+    started = time.perf_counter()
+    chunks = [
+        session.run(list(outputs), {INPUT_NAME: np.ascontiguousarray(images[i : i + batch],
+                                                                      np.float32)})
+        for i in range(0, len(images), batch)
+    ]  # fmt: skip
+    seconds = time.perf_counter() - started
+    merged = [np.concatenate([chunk[k] for chunk in chunks]) for k in range(len(outputs))]
+    return merged, len(images) / max(seconds, 1e-9)
 
 
 @dataclass(frozen=True)
@@ -79,14 +100,11 @@ def check_parity(
     net: nn.Module, onnx_path: Path, batch: np.ndarray, atol: float = PARITY_ATOL
 ) -> ParityReport:
     """Run ``batch`` through eager PyTorch and ONNX Runtime and compare."""
-    import onnxruntime as ort
-
     net = net.eval()
     with torch.inference_mode():
         logits, torch_emb = net(torch.from_numpy(batch))
         torch_probs = logits.softmax(dim=1).numpy()
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    onnx_probs, onnx_emb = session.run(["probabilities", "embeddings"], {INPUT_NAME: batch})
+    (onnx_probs, onnx_emb), _ = run_onnx(onnx_path, batch, ["probabilities", "embeddings"])
     agreement = float((torch_probs.argmax(1) == onnx_probs.argmax(1)).mean())
     prob_diff = float(np.abs(torch_probs - onnx_probs).max())
     emb_diff = float(np.abs(torch_emb.numpy() - onnx_emb).max())

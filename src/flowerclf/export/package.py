@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,6 +47,7 @@ from flowerclf.inference.package import (
     load_package,
 )
 from flowerclf.preprocess import PreprocessSpec, preprocess_eval
+from flowerclf.utils.fs import staged_directory
 
 log = logging.getLogger(__name__)
 
@@ -118,21 +117,6 @@ def _decode_rows(
     return np.stack(arrays) if arrays else np.zeros((0, 3, spec.input_size, spec.input_size))
 
 
-def _run_onnx(path: Path, images: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
-    import onnxruntime as ort
-
-    from flowerclf.inference.backends import onnx_session_options
-
-    session = ort.InferenceSession(
-        str(path), onnx_session_options(), providers=["CPUExecutionProvider"]
-    )
-    chunks = [
-        session.run(list(outputs), {INPUT_NAME: images[i : i + 32]})
-        for i in range(0, len(images), 32)
-    ]
-    return [np.concatenate([c[k] for c in chunks]) for k in range(len(outputs))]
-
-
 @dataclass
 class _TrainedModel:
     net: Any
@@ -141,61 +125,44 @@ class _TrainedModel:
     spec: PreprocessSpec
     checkpoint: Path
     run_id: str | None
+    tracking_uri: str | None
+    run_tags: dict[str, str] | None  # None: no run, or the run is not in the store
 
 
 def _load_trained(target: str) -> _TrainedModel:
-    from flowerclf.evaluation.evaluate import resolve_checkpoint
-    from flowerclf.training.module import FlowerClassifier
+    from flowerclf.evaluation.evaluate import load_trained
 
-    checkpoint, run_id = resolve_checkpoint(target)
-    module = FlowerClassifier.load_from_checkpoint(
-        checkpoint, map_location="cpu", pretrained=False, input_mode="image", weights_only=False
-    )
-    config = module.config
+    trained = load_trained(target)
+    module, run_id = trained.module, trained.run_id
+    tracking_uri = trained.config.get("run", {}).get("tracking_uri")
     return _TrainedModel(
         net=module.net.eval(),
-        config=config,
+        config=trained.config,
         classes=list(module.classes),
         spec=module.spec,
-        checkpoint=Path(checkpoint),
-        run_id=run_id or config.get("run", {}).get("id"),
+        checkpoint=trained.checkpoint,
+        run_id=run_id,
+        tracking_uri=tracking_uri,
+        run_tags=_run_tags(run_id, tracking_uri) if run_id and tracking_uri else None,
     )
 
 
-def _open_dataset(config: dict[str, Any], spec: PreprocessSpec, data_root: str | None) -> Any:
-    from flowerclf.data.datamodule import FlowerDataModule
-
-    data_cfg = config["data"]
-    prepared = Path(data_root or data_cfg["root"]).expanduser() / data_cfg["name"]
-    if not (prepared / "manifest.csv").is_file():
-        raise FileNotFoundError(
-            f"export needs the run's prepared dataset (real images for the ONNX parity check, "
-            f"int8 calibration and the similarity index), but {prepared}/manifest.csv does "
-            f"not exist; pass data.root=<dir holding {data_cfg['name']}/>"
-        )
-    datamodule = FlowerDataModule(
-        prepared, spec, num_workers=0, seed=int(config["seed"]),
-        train_splits=tuple(config["trainer"].get("train_splits", ["train"])),
-    )  # fmt: skip
-    datamodule.setup()
-    return datamodule
-
-
-def _check_same_dataset(trained: _TrainedModel, manifest_sha256: str) -> None:
-    """Refuse a dataset re-split since training: its "test" images would be training images."""
-    tracking_uri = trained.config.get("run", {}).get("tracking_uri")
-    if not (trained.run_id and tracking_uri):
-        return
+def _run_tags(run_id: str, tracking_uri: str) -> dict[str, str] | None:
+    """The run's tags, or None when the store does not have it (e.g. a checkpoint pulled
+    with `dvc pull` into a clone whose mlflow.db never saw the run)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     try:
-        tags = MlflowClient(tracking_uri=tracking_uri).get_run(trained.run_id).data.tags
+        return dict(MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags)
     except MlflowException:
-        log.warning("run %s not found in %s; cannot check the dataset", trained.run_id,
-                    tracking_uri)  # fmt: skip
-        return
-    trained_on = tags.get("flowerclf.manifest_sha256")
+        log.warning("run %s not found in %s", run_id, tracking_uri)
+        return None
+
+
+def _check_same_dataset(trained: _TrainedModel, manifest_sha256: str) -> None:
+    """Refuse a dataset re-split since training: its "test" images would be training images."""
+    trained_on = (trained.run_tags or {}).get("flowerclf.manifest_sha256")
     if trained_on and trained_on != manifest_sha256:
         raise ExportError(
             f"the prepared dataset changed since run {trained.run_id} was trained (manifest "
@@ -203,24 +170,6 @@ def _check_same_dataset(trained: _TrainedModel, manifest_sha256: str) -> None:
             f"data settings and seed ({trained.config['data']['name']}, "
             f"seed={trained.config['seed']}) so the parity, int8 and index use the right split"
         )
-
-
-def _run_exists(run_id: str, tracking_uri: str) -> bool:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
-    except MlflowException:
-        return False
-    return True
-
-
-def _staging_dir(out: Path, force: bool) -> Path:
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out} exists and is not empty; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
 
 
 def export_package(
@@ -240,24 +189,21 @@ def export_package(
     say = progress or log.info
     out = Path(out).expanduser().resolve()
     trained = _load_trained(target)
-    datamodule = _open_dataset(trained.config, trained.spec, options.data_root)
+    from flowerclf.evaluation.evaluate import run_datamodule
+
+    datamodule = run_datamodule(trained.config, trained.spec, options.data_root, num_workers=0)
     if datamodule.classes != trained.classes:
         raise ValueError(
             f"the dataset at {datamodule.prepared_dir} does not have the model's classes"
         )
     _check_same_dataset(trained, datamodule.manifest_sha256)
-    staging = _staging_dir(out, options.force)
-    try:
+    if out.exists() and any(out.iterdir()) and not options.force:
+        raise FileExistsError(f"{out} exists and is not empty; pass --force to replace it")
+    with staged_directory(out) as staging:
         descriptor = _write_package(staging, trained, datamodule, options, say)
         (staging / DESCRIPTOR_FILE).write_text(json.dumps(descriptor, indent=2) + "\n")
         if options.mlflow:
             _export_mlflow(staging, trained, datamodule, options, descriptor, say)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     say(f"package written to {out}")
     return load_package(out)
 
@@ -272,7 +218,7 @@ def _write_package(
     from safetensors.torch import save_file
 
     from flowerclf.data.datamodule import prepared_raw_dir
-    from flowerclf.export.onnx_export import check_parity, export_checked_onnx
+    from flowerclf.export.onnx_export import check_parity, export_checked_onnx, run_onnx
 
     started = time.perf_counter()
     spec, classes, config = trained.spec, trained.classes, trained.config
@@ -310,7 +256,7 @@ def _write_package(
         gallery.mkdir()
         files["gallery"] = GALLERY_DIR
     train_images = _decode_rows(train_rows, raw_dir, spec, "decode training images", gallery)
-    (train_embeddings,) = _run_onnx(onnx_path, train_images, ["embeddings"])
+    (train_embeddings,), _ = run_onnx(onnx_path, train_images, ["embeddings"])
     np.savez_compressed(
         staging / EMBEDDINGS_FILE,
         embeddings=train_embeddings.astype(np.float32),
@@ -390,7 +336,7 @@ def _write_package(
         "checks": checks,
         "source": {
             "run_id": run_id,
-            "tracking_uri": config.get("run", {}).get("tracking_uri"),
+            "tracking_uri": trained.tracking_uri,
             "checkpoint": str(trained.checkpoint),
             "dataset": config["data"]["name"],
             "manifest_sha256": datamodule.manifest_sha256,
@@ -451,9 +397,8 @@ def _export_mlflow(
     save_pyfunc(package, staging / MLFLOW_DIR, example)
     descriptor["files"]["mlflow"] = MLFLOW_DIR
     info: dict[str, Any] = {"local": MLFLOW_DIR}
-    tracking_uri = descriptor["source"]["tracking_uri"]
-    if trained.run_id and tracking_uri and not _run_exists(trained.run_id, tracking_uri):
-        # e.g. a checkpoint pulled with `dvc pull` into a clone whose store lacks the run
+    tracking_uri = trained.tracking_uri
+    if trained.run_id and tracking_uri and trained.run_tags is None:
         say(f"run {trained.run_id} is not in {tracking_uri}: pyfunc saved in the package only")
         info["logged"] = f"run {trained.run_id} not found in {tracking_uri}; saved locally only"
     elif trained.run_id and tracking_uri:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,24 +119,6 @@ class Int8Report:
         return asdict(self)
 
 
-def _predict(path: Path, images: np.ndarray, batch: int = 32) -> tuple[np.ndarray, float]:
-    import onnxruntime as ort
-
-    from flowerclf.inference.backends import onnx_session_options
-
-    session = ort.InferenceSession(
-        str(path), onnx_session_options(), providers=["CPUExecutionProvider"]
-    )
-    session.run(["probabilities"], {INPUT_NAME: images[:batch]})  # warm-up
-    started = time.perf_counter()
-    out = [
-        session.run(["probabilities"], {INPUT_NAME: images[i : i + batch]})[0]
-        for i in range(0, len(images), batch)
-    ]
-    seconds = time.perf_counter() - started
-    return np.concatenate(out), len(images) / max(seconds, 1e-9)
-
-
 def compare_int8(
     fp32_path: Path,
     int8_path: Path,
@@ -146,8 +127,10 @@ def compare_int8(
     method: str,
     calibration_images: int,
 ) -> Int8Report:
-    fp32_probs, fp32_ips = _predict(fp32_path, images)
-    int8_probs, int8_ips = _predict(int8_path, images)
+    from flowerclf.export.onnx_export import run_onnx
+
+    (fp32_probs,), fp32_ips = run_onnx(fp32_path, images, ["probabilities"])
+    (int8_probs,), int8_ips = run_onnx(int8_path, images, ["probabilities"])
     fp32_acc = float((fp32_probs.argmax(1) == labels).mean())
     int8_acc = float((int8_probs.argmax(1) == labels).mean())
     return Int8Report(

@@ -10,7 +10,6 @@ is what users get.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import platform
 import random
 import resource
@@ -22,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from flowerclf.inference.package import GALLERY_DIR, load_package
+from flowerclf.imaging import list_images
+from flowerclf.inference.package import GALLERY_DIR, ModelPackage, load_package
 
 RUNTIME_BACKENDS = {"torch": "torch", "onnx_fp32": "onnx", "onnx_int8": "onnx_int8"}
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 MIN_SECONDS = 3.0  # per throughput measurement: long enough to average out jitter
 WORKING_SET = 64  # preprocessed images a runtime process holds (cycled for throughput)
 TARGETS = {
@@ -114,10 +113,9 @@ def _in_child(function: Any, *args: Any) -> Any:
 
 
 def find_images(
-    model_dir: str, images: str | None, count: int, seed: int = 0
+    package: ModelPackage, images: str | None, count: int, seed: int = 0
 ) -> tuple[list[str], str]:
     """Benchmark images: ``images`` dir, else the package's dataset images, else its gallery."""
-    package = load_package(model_dir)
     candidates: list[tuple[Path | None, str]] = [
         (Path(images) if images else None, "--images"),
     ]
@@ -133,7 +131,7 @@ def find_images(
             if label == "--images":
                 raise FileNotFoundError(f"--images {directory} is not a directory")
             continue
-        files = sorted(str(p) for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = [str(p) for p in list_images(directory)]
         if files:
             random.Random(seed).shuffle(files)
             return files[:count], f"{label}: {directory}"
@@ -153,21 +151,23 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Measure every runtime on the same images; returns the JSON report."""
     from flowerclf.inference.backends import physical_cores
-    from flowerclf.inference.classifier import Classifier
+    from flowerclf.inference.inputs import to_rgb
+    from flowerclf.preprocess import preprocess_eval
+    from flowerclf.training.tracking import cpu_description
 
     unknown = [r for r in runtimes if r not in RUNTIME_BACKENDS]
     if unknown:
         raise ValueError(f"unknown runtimes {unknown}; valid: {', '.join(RUNTIME_BACKENDS)}")
     model = str(Path(model).resolve())
     package = load_package(model)
-    paths, source = find_images(model, images, num_images)
-    classifier = Classifier(package, backend="onnx", threads=1)
-    arrays = np.stack([classifier.preprocess(p) for p in paths[:WORKING_SET]]).astype(np.float32)
-    classifier.close()
+    paths, source = find_images(package, images, num_images)
+    # Preprocessing only: no runtime is loaded in this (parent) process.
+    spec = package.spec
+    arrays = np.stack([preprocess_eval(to_rgb(p), spec) for p in paths[:WORKING_SET]])
     report: dict[str, Any] = {
         "model": package.name,
         "version": package.version,
-        "hardware": _hardware(),
+        "hardware": cpu_description(),
         "threads": threads or physical_cores(),
         "batch_size": batch_size,
         "images": {"count": len(paths), "source": source},
@@ -241,18 +241,6 @@ def _targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         )
         out[key] = {"value": value, "target": target, "met": met}
     return out
-
-
-def _hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu} x{os.cpu_count()}"
 
 
 def format_report(report: dict[str, Any]) -> str:

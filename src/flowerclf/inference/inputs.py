@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
 from PIL import Image
 
-from flowerclf.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, _to_rgb, decode_rgb
+from flowerclf.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, _to_rgb, decode_rgb, load_rgb
 
 ImageInput: TypeAlias = (
     str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image | np.ndarray
@@ -34,19 +33,14 @@ def to_rgb(x: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Imag
         TypeError: an input type that is not an image.
     """
     if isinstance(x, (str, os.PathLike)):
-        path = Path(x)
-        try:
-            data = path.read_bytes()
-        except IsADirectoryError:
-            raise ImageDecodeError(f"{path} is a directory, not an image file") from None
-        except OSError as exc:
-            raise ImageDecodeError(f"cannot read {path}: {exc.strerror or exc}") from None
-        return decode_rgb(data, max_pixels=max_pixels).image
+        return load_rgb(x, max_pixels=max_pixels)
     if isinstance(x, (bytes, bytearray, memoryview)):
         return decode_rgb(bytes(x), max_pixels=max_pixels).image
     if isinstance(x, Image.Image):
         if x.width * x.height > max_pixels:
-            raise ImageDecodeError(f"too many pixels: {x.width}x{x.height} > limit {max_pixels:,}")
+            raise ImageDecodeError(
+                f"too many pixels: {x.width}x{x.height} > limit {max_pixels:,}", "too_large"
+            )
         return _to_rgb(x)
     if isinstance(x, np.ndarray):
         return _array_to_rgb(x, max_pixels)
@@ -64,7 +58,7 @@ def _array_to_rgb(array: np.ndarray, max_pixels: int) -> Image.Image:
             f"array of shape {array.shape} is not an image; expected HxW or HxWxC with C in 1, 3, 4"
         )
     if array.shape[0] * array.shape[1] > max_pixels:
-        raise ImageDecodeError(f"too many pixels: {array.shape[1]}x{array.shape[0]}")
+        raise ImageDecodeError(f"too many pixels: {array.shape[1]}x{array.shape[0]}", "too_large")
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.floating):
             raise ImageDecodeError(f"array dtype {array.dtype} unsupported; use uint8 or float")

@@ -6,7 +6,6 @@ checked model package of ``flowerclf export`` builds on the same export call.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,28 +40,18 @@ def export_onnx(
     return path
 
 
-def session_options(threads: int | None = None) -> object:
-    """ONNX Runtime options tuned for CPU inference on this kind of machine."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return options
-
-
 def onnx_runner(
     module: nn.Module, input_size: int, output_names: Sequence[str], threads: int | None = None
 ) -> Runner:
     """Export ``module`` to a temporary ONNX file and return ``images -> outputs``."""
     import onnxruntime as ort
 
+    from flowerclf.inference.backends import onnx_session_options
+
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(module, Path(tmp) / "model.onnx", input_size, output_names)
         session = ort.InferenceSession(
-            str(path), session_options(threads), providers=["CPUExecutionProvider"]
+            str(path), onnx_session_options(threads), providers=["CPUExecutionProvider"]
         )
 
     def run(images: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
-import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from flowerclf.imaging import SUPPORTED_FORMATS, ImageDecodeError, decode_rgb
 from flowerclf.serving.errors import ApiError
@@ -45,55 +43,37 @@ def unsupported(message: str) -> ApiError:
     return ApiError(415, "unsupported_image_format", message, {"accepted_formats": ACCEPTED})
 
 
-def _sniff(data: bytes, max_pixels: int) -> None:
-    """Check format and size from the header alone (cheap, no pixel data decoded)."""
-    if not data:
-        raise ApiError(422, "invalid_image", "empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as img:
-                fmt, (width, height) = img.format or "UNKNOWN", img.size
-    except UnidentifiedImageError:
-        claimed = signature_format(data)
-        if claimed is not None:
-            raise ApiError(
-                422, "invalid_image", f"truncated or corrupt {claimed} file (header unreadable)"
-            ) from None
-        raise unsupported(
-            f"not a recognised image; accepted formats: {', '.join(ACCEPTED)}"
-        ) from None
-    except Image.DecompressionBombError as exc:
-        raise ApiError(413, "image_too_large", f"too many pixels: {exc}") from None
-    except Exception as exc:  # Pillow plugins raise many types on hostile headers
-        raise ApiError(422, "invalid_image", f"corrupt image header: {exc}") from None
-    if fmt not in SUPPORTED_FORMATS:
-        raise unsupported(f"image format {fmt} is not accepted; accepted: {', '.join(ACCEPTED)}")
-    if width * height > max_pixels:
-        raise ApiError(
-            413,
-            "image_too_large",
-            f"image has {width}x{height} = {width * height:,} pixels, over the limit "
-            f"of {max_pixels:,}",
-            {"max_pixels": max_pixels, "width": width, "height": height},
-        )
-
-
 def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
-    """Validate and decode one uploaded image.
+    """Validate and decode one uploaded image (through the same decoder as everywhere).
+
+    The pixel limit is checked from the header, before any pixel data is decoded.
 
     Raises:
         ApiError: 413, 415 or 422 as described in the module docstring.
     """
-    _sniff(data, max_pixels)
     try:
         return decode_rgb(data, max_pixels=max_pixels).image
     except ImageDecodeError as exc:
-        raise ApiError(422, "invalid_image", exc.reason) from None
+        raise _api_error(exc, data, max_pixels) from None
     except Image.DecompressionBombError as exc:
         raise ApiError(413, "image_too_large", f"too many pixels: {exc}") from None
     except Exception as exc:  # a decoder bug on hostile input must not become a 500
         raise ApiError(422, "invalid_image", f"image could not be decoded: {exc}") from None
+
+
+def _api_error(exc: ImageDecodeError, data: bytes, max_pixels: int) -> ApiError:
+    if exc.kind == "too_large":
+        return ApiError(413, "image_too_large", exc.reason, {"max_pixels": max_pixels})
+    if exc.kind == "unsupported":
+        return unsupported(f"{exc.reason}; accepted: {', '.join(ACCEPTED)}")
+    if exc.kind == "unrecognised":
+        claimed = signature_format(data)
+        if claimed is not None:  # starts like an accepted format: a damaged file
+            return ApiError(
+                422, "invalid_image", f"truncated or corrupt {claimed} file (header unreadable)"
+            )
+        return unsupported(f"not a recognised image; accepted formats: {', '.join(ACCEPTED)}")
+    return ApiError(422, "invalid_image", exc.reason)
 
 
 def decode_base64(text: str) -> bytes:

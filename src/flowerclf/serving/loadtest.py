@@ -29,9 +29,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from flowerclf.imaging import list_images
+
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MAX_REQUESTS = 100_000
 MAX_CONCURRENCY = 256
 MAX_SECONDS = 900.0
@@ -67,7 +68,7 @@ def load_images(folder: Path | None, limit: int = MAX_IMAGES) -> list[bytes]:
     """Up to ``limit`` image files under ``folder`` (sorted), or generated photos."""
     if folder is None:
         return [_synthetic_photo(seed) for seed in range(32)]
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(folder)
     if not files:
         raise ValueError(f"no images under {folder}")
     step = max(1, len(files) // limit)

@@ -57,6 +57,11 @@ def hardware_description() -> str:
 
     if torch.cuda.is_available():
         return f"GPU: {torch.cuda.get_device_name(0)}"
+    return cpu_description()
+
+
+def cpu_description() -> str:
+    """``"CPU: <model> x<cores>"`` (no torch import: cheap enough for benchmarks)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
