@@ -95,7 +95,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _decode_rows(
+def decode_rows(
     rows: Sequence[ManifestRow],
     raw_dir: Path,
     spec: PreprocessSpec,
@@ -236,7 +236,7 @@ def _write_package(
 
     eval_split = "test" if datamodule.split_rows("test") else "val"
     eval_rows = datamodule.split_rows(eval_split)
-    eval_images = _decode_rows(eval_rows, raw_dir, spec, f"decode {eval_split}")
+    eval_images = decode_rows(eval_rows, raw_dir, spec, f"decode {eval_split}")
     eval_labels = np.asarray([r.label for r in eval_rows])
     parity = check_parity(trained.net, onnx_path, eval_images[: options.parity_images])
     checks["onnx_parity"] = parity.to_dict() | {"split": eval_split}
@@ -255,7 +255,7 @@ def _write_package(
     if gallery is not None:
         gallery.mkdir()
         files["gallery"] = GALLERY_DIR
-    train_images = _decode_rows(train_rows, raw_dir, spec, "decode training images", gallery)
+    train_images = decode_rows(train_rows, raw_dir, spec, "decode training images", gallery)
     (train_embeddings,), _ = run_onnx(onnx_path, train_images, ["embeddings"])
     np.savez_compressed(
         staging / EMBEDDINGS_FILE,
@@ -269,11 +269,10 @@ def _write_package(
     files["embeddings"] = EMBEDDINGS_FILE
 
     if options.int8 != "none":
-        from flowerclf.export.quantize import compare_int8, quantize_int8
+        from flowerclf.export.quantize import calibration_indices, compare_int8, quantize_int8
 
-        rng = np.random.default_rng(options.seed)
-        count = min(options.calibration_images, len(train_images))
-        calibration = train_images[np.sort(rng.choice(len(train_images), count, replace=False))]
+        chosen = calibration_indices(len(train_images), options.calibration_images, options.seed)
+        calibration, count = train_images[chosen], len(chosen)
         say(f"int8 ({options.int8}) quantisation, calibrated on {count} training images")
         quantize_int8(onnx_path, staging / ONNX_INT8_FILE, calibration, options.int8)
         files["onnx_int8"] = ONNX_INT8_FILE

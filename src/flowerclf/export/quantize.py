@@ -1,15 +1,16 @@
 """int8 ONNX models: static QDQ quantisation calibrated on training images.
 
-Dynamic quantisation (weights only, activations quantised on the fly) was measured 10x
-*slower* than fp32 for these convolutional nets on ONNX Runtime CPU, so the default is
-static QDQ with per-channel weights and activation ranges calibrated on training images.
+Dynamic quantisation (weights only, activations quantised on the fly) is much *slower*
+than fp32 for these convolutional nets on ONNX Runtime CPU, so the default is static QDQ
+with per-channel weights and activation ranges calibrated on training images, plus:
 
-Choices measured on tf_flowers / EfficientNet-Lite0 (367 test images, see the issue notes):
 * ``reduce_range`` (7-bit weights): CPUs without VNNI (AVX2 only, like the 2-core dev
-  machine) multiply u8 x s8 with ``vpmaddubsw``, whose int16 sums saturate; full-range
-  weights cost 4 accuracy points there, reduced range 1.6.
-* the stem convolution, the last 1x1 convolution and the linear heads stay fp32: they are
-  the most range-sensitive layers and a small share of the compute (drop 1.1 points).
+  machine) multiply u8 x s8 with ``vpmaddubsw``, whose int16 sums saturate;
+* ``keep_fp32_edges``: the stem convolution, the last 1x1 convolution and the linear heads
+  stay fp32: the most range-sensitive layers, a small share of the compute.
+
+``python scripts/int8_variants.py`` measures each of these choices (accuracy and speed on
+a prepared test split); its figures are in the issue notes.
 """
 
 from __future__ import annotations
@@ -46,14 +47,28 @@ class _ArrayReader:
         pass
 
 
+def calibration_indices(num_train: int, count: int, seed: int = 0) -> np.ndarray:
+    """Which training images (by position) calibrate the int8 model: a seeded sample."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(num_train, min(count, num_train), replace=False))
+
+
 def quantize_int8(
-    fp32_path: Path, out_path: Path, calibration: np.ndarray | None, method: str = "static"
+    fp32_path: Path,
+    out_path: Path,
+    calibration: np.ndarray | None,
+    method: str = "static",
+    *,
+    reduce_range: bool = True,
+    keep_fp32_edges: bool = True,
 ) -> Path:
     """Write an int8 copy of ``fp32_path``.
 
     Args:
         calibration: preprocessed training images ``(N, 3, S, S)`` (static only).
         method: ``static`` (QDQ, per-channel, calibrated) or ``dynamic``.
+        reduce_range: static only: 7-bit weights (see the module docstring).
+        keep_fp32_edges: static only: stem, last convolution and heads stay fp32.
     """
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -85,10 +100,12 @@ def quantize_int8(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            reduce_range=True,
-            # Heads (Gemm), softmax and the L2 normalisation stay float.
-            op_types_to_quantize=["Conv", "Add", "Mul", "GlobalAveragePool"],
-            nodes_to_exclude=_first_and_last_conv(prepared),
+            reduce_range=reduce_range,
+            # Softmax and the L2 normalisation always stay float; the heads (Gemm) too when
+            # the edges are kept.
+            op_types_to_quantize=["Conv", "Add", "Mul", "GlobalAveragePool"]
+            + ([] if keep_fp32_edges else ["Gemm", "MatMul"]),
+            nodes_to_exclude=_first_and_last_conv(prepared) if keep_fp32_edges else [],
         )
     return out_path
 
