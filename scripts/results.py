@@ -46,6 +46,14 @@ ROWS: dict[str, list[str]] = {
         for seed in (1, 2)
         for loss in ("ce", "ce_cosine", "ce_supcon", "ce_siglip")
     },
+    # EfficientNet-Lite2 (260 px) on the same fast path: the strongest weights reachable here.
+    "tf_flowers-lite2-ce": ["experiment=tf_flowers_fast", "model=tf_efficientnet_lite2"],
+    # Full fine-tuning on CPU (every layer trains, images decoded and augmented every epoch):
+    # what the fast path is measured against.
+    "tf_flowers-lite0-ce-full_finetune": [
+        "data=tf_flowers", "model=tf_efficientnet_lite0", "trainer.accelerator=cpu",
+        "trainer.max_epochs=5", "trainer.warmup_epochs=0.5", "augment.scale=[0.25,1.0]",
+    ],
     "tf_flowers-simple_cnn-ce": [
         "data=tf_flowers", "model=simple_cnn", "model.preprocess.input_size=96",
         "trainer.accelerator=cpu", "trainer.max_epochs=6", "trainer.lr=0.003",
@@ -56,11 +64,13 @@ ROWS: dict[str, list[str]] = {
         "experiment=tf_flowers4_fast", "augment=strong", "trainer.tail_blocks=2",
         "trainer.cache_views=3",
     ],
+    "tf_flowers4-lite2-ce": ["experiment=tf_flowers4_fast", "model=tf_efficientnet_lite2"],
     "oxford102-majority": ["data=oxford102", "model=majority", "trainer.train_splits=[train,val]"],
     "oxford102-lite0-ce-strong_aug_tail2": [
         "experiment=oxford102_fast", "augment=strong", "trainer.tail_blocks=2",
         "trainer.cache_views=3",
     ],
+    "oxford102-lite2-ce": ["experiment=oxford102_fast", "model=tf_efficientnet_lite2"],
 }  # fmt: skip
 
 
@@ -76,9 +86,11 @@ ORDER = [
     *(f"tf_flowers-lite0-{loss}-seed{seed}" for seed in (1, 2)
       for loss in ("ce", "ce_cosine", "ce_supcon", "ce_siglip")),
     "tf_flowers-lite0-ce-heads_only",
-    "tf_flowers-lite0-ce-strong_aug_tail2", "tf_flowers-simple_cnn-ce", "tf_flowers4-majority",
-    "tf_flowers4-lite0-ce", "tf_flowers4-lite0-ce-strong_aug_tail2", "oxford102-majority",
-    "oxford102-lite0-ce", "oxford102-lite0-ce-strong_aug_tail2",
+    "tf_flowers-lite0-ce-strong_aug_tail2", "tf_flowers-lite0-ce-full_finetune",
+    "tf_flowers-lite2-ce", "tf_flowers-simple_cnn-ce", "tf_flowers4-majority",
+    "tf_flowers4-lite0-ce", "tf_flowers4-lite0-ce-strong_aug_tail2", "tf_flowers4-lite2-ce",
+    "oxford102-majority", "oxford102-lite0-ce", "oxford102-lite0-ce-strong_aug_tail2",
+    "oxford102-lite2-ce",
 ]  # fmt: skip
 
 

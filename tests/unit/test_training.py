@@ -185,6 +185,36 @@ def test_partial_fine_tuning_keeps_the_trunk_frozen(
     assert not torch.equal(last_tail, next(iter(initial.net.tail.parameters())))
 
 
+def test_init_from_starts_a_new_run_from_earlier_weights(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flowerclf.training.module import FlowerClassifier
+
+    first = _train(capsys, workspace, "logger=none", "seed=5")
+    # A new run (other seed, frozen trunk) whose trunk must be the first run's trained trunk.
+    second = _train(
+        capsys, workspace, "logger=none", "seed=6", "trainer.tail_blocks=1",
+        f"init_from={first['checkpoint']}",
+    )  # fmt: skip
+    assert second["checkpoint"] != first["checkpoint"]
+    load = lambda path: FlowerClassifier.load_from_checkpoint(  # noqa: E731
+        path, pretrained=False, weights_only=False
+    )
+    earlier, later = load(first["checkpoint"]), load(second["checkpoint"])
+    before = dict(earlier.net.backbone.named_parameters())
+    trunk = {id(p) for p in later.net.trunk.parameters()}
+    after = dict(later.net.backbone.named_parameters())
+    assert trunk and len(trunk) < len(after)
+    for name, param in after.items():
+        if id(param) in trunk:
+            torch.testing.assert_close(param, before[name])
+        else:  # the tail trained on
+            assert not torch.equal(param, before[name]), name
+    # A target that does not exist is a clear error, not a silent fresh start.
+    assert main(["-q", "train", *_overrides(workspace, "logger=none", "init_from=nope.ckpt")]) != 0
+    assert "nope.ckpt does not exist" in capsys.readouterr().err
+
+
 def test_fixed_run_dir_and_compact_evaluate_metrics(
     workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

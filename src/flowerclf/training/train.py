@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +44,11 @@ from flowerclf.training.tracking import (
     run_tags,
 )
 from flowerclf.utils.seeding import seed_everything
+
+# Warnings Lightning raises on every run that say nothing about the user's run: frozen
+# modules are in eval mode on purpose (the frozen trunk keeps its ImageNet BatchNorm
+# statistics), and Lightning itself calls a torch API that torch has deprecated.
+_EXPECTED_WARNINGS = (r".*module\(s\) in eval mode.*", r".*isinstance\(treespec, LeafSpec\).*")
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +141,33 @@ def _find_resume(
             f"paths.run_dir the same as for the interrupted run?)"
         )
     return resume, last
+
+
+def initialise_from(module: FlowerClassifier, target: str, arch: str) -> str:
+    """Load the network (and loss) weights of an earlier run or checkpoint into ``module``.
+
+    Unlike ``resume``, this starts a new run with the current config (optimiser, schedule,
+    trainer mode); only the weights carry over. Returns a description for the run's tags.
+    """
+    from flowerclf.evaluation.evaluate import resolve_checkpoint
+
+    checkpoint, run_id = resolve_checkpoint(target)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    hparams = saved["hyper_parameters"]
+    saved_arch = hparams["config"]["model"]["arch"]
+    if saved_arch != arch or list(hparams["classes"]) != module.classes:
+        raise ValueError(
+            f"init_from={target}: that model is {saved_arch} with classes "
+            f"{list(hparams['classes'])}; this run is {arch} with classes {module.classes}. "
+            f"init_from needs the same model and the same dataset classes."
+        )
+    state = saved["state_dict"]
+    module.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+    criterion = {k[10:]: v for k, v in state.items() if k.startswith("criterion.")}
+    if criterion and criterion.keys() == module.criterion.state_dict().keys():
+        module.criterion.load_state_dict(criterion)  # e.g. SigLIP class embeddings
+    log.info("initialised from %s", checkpoint)
+    return f"init_from:{run_id or checkpoint}"
 
 
 def _make_logger(cfg: DictConfig, run_id: str | None) -> tuple[MLFlowLogger | None, str | None]:
@@ -252,9 +285,13 @@ def train(cfg: DictConfig) -> TrainResult:
     run_dir = run_directory(cfg, output_dir, run_id)
     config["run"] = {"id": run_id, "dir": str(run_dir), "tracking_uri": tracking_uri}
     cached = cfg.trainer.mode == "cached"
+    init_from = cfg.get("init_from")
     module = FlowerClassifier(
-        config, datamodule.classes, spec.to_dict(), input_mode="trunk" if cached else "image"
-    )
+        config, datamodule.classes, spec.to_dict(), pretrained=not init_from,
+        input_mode="trunk" if cached else "image",
+    )  # fmt: skip
+    if init_from:  # also when resuming: a cached trunk must be computed from these weights
+        module.weights_origin = initialise_from(module, str(init_from), cfg.model.arch)
     if logger is not None and resume_run is None:
         logger.log_hyperparams(flatten({k: v for k, v in config.items() if k != "run"}))
         tags = run_tags(
@@ -317,9 +354,13 @@ def train(cfg: DictConfig) -> TrainResult:
             drop_last=len(caches["train"].labels) % batch == 1,
         )  # fmt: skip
         val_loader = DataLoader(features_dataset(caches["val"]), batch_size=batch)
-        trainer.fit(module, train_loader, val_loader, ckpt_path=resume_ckpt)
-    else:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt)
+    with warnings.catch_warnings():
+        for message in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        if caches is not None:
+            trainer.fit(module, train_loader, val_loader, ckpt_path=resume_ckpt)
+        else:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt)
 
     best_path = Path(checkpoint_cb.best_model_path or checkpoint_cb.last_model_path)
     state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
