@@ -87,7 +87,8 @@ ORDER = [
       for loss in ("ce", "ce_cosine", "ce_supcon", "ce_siglip")),
     "tf_flowers-lite0-ce-heads_only",
     "tf_flowers-lite0-ce-strong_aug_tail2", "tf_flowers-lite0-ce-full_finetune",
-    "tf_flowers-lite2-ce", "tf_flowers-simple_cnn-ce", "tf_flowers4-majority",
+    "tf_flowers-lite2-ce", "tf_flowers-simple_cnn-ce",
+    "tf_flowers4-majority",
     "tf_flowers4-lite0-ce", "tf_flowers4-lite0-ce-strong_aug_tail2", "tf_flowers4-lite2-ce",
     "oxford102-majority", "oxford102-lite0-ce", "oxford102-lite0-ce-strong_aug_tail2",
     "oxford102-lite2-ce",
@@ -106,7 +107,7 @@ def run(rows: list[str]) -> None:
         print(f"== {row}: {' '.join(command(row))}", file=sys.stderr, flush=True)
         # The installed CLI of this interpreter, whether or not its venv is on PATH.
         argv = [sys.executable, "-m", *command(row)]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=REPO)
         if done.returncode != 0:
             sys.stderr.write(done.stderr[-3000:])
             raise SystemExit(f"{row} failed with exit code {done.returncode}")

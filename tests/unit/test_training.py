@@ -160,6 +160,20 @@ def test_cached_fast_path(workspace: Path, capsys: pytest.CaptureFixture[str]) -
     )
 
 
+def test_cached_path_same_metrics_whether_cache_is_built_or_loaded(
+    workspace: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    run = lambda: _train(  # noqa: E731
+        capsys, workspace, "logger=none", "trainer.mode=cached", "trainer.tail_blocks=1",
+        "trainer.cache_views=3", "trainer.max_epochs=2", "seed=11", "model.drop_rate=0.5",
+        f"paths.cache_dir={tmp_path}",
+    )  # fmt: skip
+    built, loaded = run(), run()
+    assert built["metrics"]["feature_cache_s"] > loaded["metrics"]["feature_cache_s"]
+    strip = lambda m: {k: v for k, v in m.items() if not k.endswith("_s")}  # noqa: E731
+    assert strip(built["metrics"]) == strip(loaded["metrics"])
+
+
 def test_majority_baseline(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = _train(capsys, workspace, "model=majority")
     assert 0.2 < result["metrics"]["test/accuracy"] < 0.5  # three balanced classes

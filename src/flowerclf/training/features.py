@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from flowerclf.data.datamodule import FlowerDataModule
 from flowerclf.models.onnx_runtime import make_runner
-from flowerclf.utils.seeding import seed_everything
+from flowerclf.utils.seeding import preserved_random_state, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,28 @@ def build_feature_cache(
     if all((directory / f"{name}.pt").is_file() for name in names):
         log.info("using cached trunk outputs %s", directory)
         return {name: _load(directory / f"{name}.pt") for name in names}
+    # Training after this must draw the same random numbers whether the cache was built now
+    # or loaded from disk: building reseeds (views) and draws (DataLoader worker seeds), so
+    # the generators are put back afterwards.
+    with preserved_random_state():
+        result = _compute_cache(trunk, datamodule, views=views, runtime=runtime, dtype=dtype,
+                                seed=int(key_parts.get("seed", 0)))  # fmt: skip
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, split in result.items():
+        _save(directory / f"{name}.pt", split)
+    (directory / "key.json").write_text(json.dumps(key_parts, indent=2, default=str))
+    return result
+
+
+def _compute_cache(
+    trunk: nn.Module,
+    datamodule: FlowerDataModule,
+    *,
+    views: int,
+    runtime: str,
+    dtype: torch.dtype,
+    seed: int,
+) -> dict[str, CachedSplit]:
     datamodule.setup()
     run = make_trunk_runner(trunk, runtime, datamodule.spec.input_size)
     result = {
@@ -94,10 +116,9 @@ def build_feature_cache(
         for name in ("train_eval", "val", "test")
     }
     parts = [result["train_eval"]]
-    base_seed = int(key_parts.get("seed", 0))
     for view in range(1, views):
         # Each augmented view is its own reproducible draw, with or without workers.
-        seed_everything(base_seed + view)
+        seed_everything(seed + view)
         loader = datamodule.loader("train", seed_offset=view)
         parts.append(_collect(loader, run, dtype, f"cache train view {view + 1}/{views}"))
     result["train"] = CachedSplit(
@@ -105,10 +126,6 @@ def build_feature_cache(
         torch.cat([p.labels for p in parts]),
         torch.cat([p.ids for p in parts]),
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, split in result.items():
-        _save(directory / f"{name}.pt", split)
-    (directory / "key.json").write_text(json.dumps(key_parts, indent=2, default=str))
     return result
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -24,3 +26,23 @@ def seed_everything(seed: int) -> int:
     os.environ["PL_GLOBAL_SEED"] = str(seed)
     os.environ["PL_SEED_WORKERS"] = "1"
     return seed
+
+
+@contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Run a block that reseeds (e.g. to draw reproducible augmented views) without
+    changing anything drawn after it: Python, NumPy and torch generator states and the
+    Lightning worker-seed variables are put back on exit."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    env = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    try:
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
