@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -104,6 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _QuietRootSources(logging.Filter):
+    """Drops below-WARNING records logged straight to the root logger from these packages."""
+
+    def __init__(self, *path_parts: str) -> None:
+        super().__init__()
+        self.path_parts = path_parts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not any(
+            part in record.pathname for part in self.path_parts
+        )
+
+
+_QUIET_ROOT_SOURCES = _QuietRootSources(f"onnxruntime{os.sep}quantization")
+
+
 def _configure_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(
@@ -112,6 +129,9 @@ def _configure_logging(args: argparse.Namespace) -> None:
     # Third-party libraries are chatty at INFO; keep their warnings only.
     for noisy in ("matplotlib", "PIL", "urllib3", "hydra", "alembic", "mlflow"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # onnxruntime's quantiser logs through the root logger itself (one INFO line per rescaled
+    # bias, hundreds per export), so it has no logger name to quieten: filter by source.
+    logging.getLogger().addFilter(_QUIET_ROOT_SOURCES)
     # Lightning attaches its own console handler; without this every line prints twice.
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).propagate = False

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -92,36 +91,23 @@ def quantize_int8(
         if calibration is None or len(calibration) == 0:
             raise ValueError("static int8 quantisation needs calibration images")
         reader = _ArrayReader(calibration)
-        # onnxruntime logs one INFO line per rescaled bias on the root logger (hundreds).
-        with _quiet_root_logger():
-            quantize_static(
-                str(prepared),
-                str(out_path),
-                reader,  # type: ignore[arg-type]
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                reduce_range=reduce_range,
-                # Softmax and the L2 normalisation always stay float; the heads (Gemm) too when
-                # the edges are kept.
-                op_types_to_quantize=["Conv", "Add", "Mul", "GlobalAveragePool"]
-                + ([] if keep_fp32_edges else ["Gemm", "MatMul"]),
-                nodes_to_exclude=_first_and_last_conv(prepared) if keep_fp32_edges else [],
-            )
+        quantize_static(
+            str(prepared),
+            str(out_path),
+            reader,  # type: ignore[arg-type]
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            reduce_range=reduce_range,
+            # Softmax and the L2 normalisation always stay float; the heads (Gemm) too when
+            # the edges are kept.
+            op_types_to_quantize=["Conv", "Add", "Mul", "GlobalAveragePool"]
+            + ([] if keep_fp32_edges else ["Gemm", "MatMul"]),
+            nodes_to_exclude=_first_and_last_conv(prepared) if keep_fp32_edges else [],
+        )
     return out_path
-
-
-@contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def _first_and_last_conv(path: Path) -> list[str]:
