@@ -85,9 +85,10 @@ test: ## run the test suite (unit + integration on the real datasets)
 test-fast: ## unit tests only
 	$(BIN)/python -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
-lint: ## ruff lint and format check; params.yaml up to date with the Hydra configs
+lint: ## ruff lint and format check; import layers (import-linter); params.yaml up to date
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/lint-imports
 	$(BIN)/flowerclf config params --check
 
 format: ## ruff fix and format

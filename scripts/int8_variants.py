@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from flowerclf.core.hardware import cpu_description
+from flowerclf.core.package_format import load_package
 from flowerclf.data.datamodule import prepared_raw_dir
 from flowerclf.data.manifest import manifest_sha256, read_manifest
-from flowerclf.export.package import decode_rows
+from flowerclf.export.package_writer import decode_rows
 from flowerclf.export.quantize import calibration_indices, compare_int8, quantize_int8
-from flowerclf.inference.package import load_package
-from flowerclf.training.tracking import cpu_description
 
 RESULTS_FILE = Path(__file__).resolve().parents[1] / "results" / "int8_variants.json"
 VARIANTS = {

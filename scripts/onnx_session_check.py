@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from flowerclf.core.hardware import cpu_description
+from flowerclf.core.package_format import load_package
 from flowerclf.inference.backends import onnx_session_options
-from flowerclf.inference.package import load_package
-from flowerclf.training.tracking import cpu_description
 
 RESULTS_FILE = Path(__file__).resolve().parents[1] / "results" / "onnx_session_check.json"
 MIN_SECONDS = 3.0
@@ -57,7 +57,7 @@ def _time(path: Path, options: Any, size: int, runs: int = 100) -> dict[str, flo
 def main() -> None:
     import onnxruntime as ort
 
-    from flowerclf.models.onnx_runtime import export_onnx
+    from flowerclf.models.runners import export_onnx
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a `flowerclf export` directory")

@@ -88,7 +88,7 @@ def test_export_refuses_to_overwrite_and_explicit_tensorrt_fails_clearly_without
     assert main(["export", str(model_package.checkpoint), "--out",
                  str(model_package.package)]) == 1  # fmt: skip
     assert "--force" in capsys.readouterr().err
-    from flowerclf.inference.backends import tensorrt_available
+    from flowerclf.models.torch_backends import tensorrt_available
 
     if tensorrt_available()[0]:
         pytest.skip("TensorRT is available here: the GPU test covers it")
@@ -103,7 +103,7 @@ def test_export_refuses_to_overwrite_and_explicit_tensorrt_fails_clearly_without
 
 @pytest.mark.gpu
 def test_tensorrt_engine_matches_onnx(model_package: TrainedPackage, tmp_path: Path):
-    from flowerclf.inference.backends import tensorrt_available
+    from flowerclf.models.torch_backends import tensorrt_available
 
     available, why = tensorrt_available()
     if not available:

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from flowerclf import Classifier, Prediction
-from flowerclf.imaging import ImageDecodeError
-from flowerclf.inference.package import DESCRIPTOR_FILE, PackageError, load_package
+from flowerclf.core.imaging import ImageDecodeError
+from flowerclf.core.package_format import DESCRIPTOR_FILE, PackageError, load_package
 from tests.conftest import TrainedPackage, encode, make_photo
 
 pytestmark = pytest.mark.slow

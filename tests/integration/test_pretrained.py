@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowerclf.imaging import load_rgb
+from flowerclf.core.imaging import load_rgb
+from flowerclf.core.preprocess import preprocess_eval
 from flowerclf.models.backbones import create_backbone
-from flowerclf.preprocess import preprocess_eval, resolve_spec
+from flowerclf.models.preprocessing import resolve_spec
 
 pytestmark = pytest.mark.integration
 

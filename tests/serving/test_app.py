@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from flowerclf.core.preprocess import PreprocessSpec, bound_aspect, preprocess_eval
 from flowerclf.inference.classifier import Neighbor, Prediction
-from flowerclf.preprocess import PreprocessSpec, bound_aspect, preprocess_eval
 from flowerclf.serving.app import create_app
 from flowerclf.serving.batching import MicroBatcher
 from flowerclf.serving.deps import get_service

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from flowerclf.ui.backends import UI_ENV_API, UI_ENV_MODEL, examples
+from flowerclf.ui.clients import UI_ENV_API, UI_ENV_MODEL, examples
 from tests.serving.colour_package import split
 from tests.serving.server import LiveServer
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flowerclf.pipeline import PARAMS_FILE, render_params
+from flowerclf.config.dvc_params import PARAMS_FILE, render_params
 from tests.conftest import REPO_ROOT, build_folder_dataset
 
 pytestmark = pytest.mark.slow

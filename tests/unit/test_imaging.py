@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flowerclf.imaging import ImageDecodeError, decode_rgb, load_rgb
+from flowerclf.core.imaging import ImageDecodeError, decode_rgb, load_rgb
 from tests.conftest import encode, make_photo
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flowerclf.evaluation.embeddings import knn_accuracy
-from flowerclf.evaluation.metrics import classification_metrics, expected_calibration_error
+from flowerclf.metrics.classification import classification_metrics, expected_calibration_error
+from flowerclf.metrics.embeddings import knn_accuracy
 from flowerclf.training.losses import FlowerLoss, cosine_pair_loss, supcon_loss
 from flowerclf.training.module import cosine_with_warmup
 

@@ -184,7 +184,7 @@ def test_partial_fine_tuning_keeps_the_trunk_frozen(
     workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from flowerclf.training.module import FlowerClassifier
-    from flowerclf.utils.seeding import seed_everything
+    from flowerclf.training.seeding import seed_everything
 
     result = _train(capsys, workspace, "logger=none", "trainer.tail_blocks=1", "seed=5")
     trained = FlowerClassifier.load_from_checkpoint(

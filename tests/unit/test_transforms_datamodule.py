@@ -11,15 +11,11 @@ import torch
 
 from flowerclf.cli.main import main
 from flowerclf.config import compose_config
+from flowerclf.core.preprocess import PreprocessSpec, preprocess_eval
 from flowerclf.data.datamodule import FlowerDataModule
 from flowerclf.data.transforms import AddGaussianNoise, build_mixup, build_train_transform
-from flowerclf.preprocess import (
-    PreprocessSpec,
-    preprocess_eval,
-    resolve_spec,
-    spec_from_model_config,
-)
-from flowerclf.utils.seeding import seed_everything
+from flowerclf.models.preprocessing import resolve_spec, spec_from_model_config
+from flowerclf.training.seeding import seed_everything
 from tests.conftest import build_folder_dataset, make_photo
 
 

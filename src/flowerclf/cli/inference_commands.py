@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from flowerclf.core.errors import UsageError
+
 MODEL_ENV = "FLOWERCLF_MODEL"
 PROGRESS_THRESHOLD = 64  # images; below this a bar is noise
 
@@ -19,13 +21,13 @@ def _parse_export_options(options: list[str]) -> dict[str, str]:
     for option in options:
         key, sep, value = option.partition("=")
         if not sep or key != "data.root":
-            raise ValueError(f"unknown export option {option!r}; valid: data.root=<dir>")
+            raise UsageError(f"unknown export option {option!r}; valid: data.root=<dir>")
         parsed["data_root"] = value
     return parsed
 
 
 def _export(args: argparse.Namespace) -> int:
-    from flowerclf.export.package import ExportOptions, export_package
+    from flowerclf.export.package_writer import ExportOptions, export_package
 
     options = ExportOptions(
         int8=args.int8,
@@ -56,7 +58,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def expand_inputs(patterns: Iterable[str]) -> list[str]:
     """Files as given, directories walked (sorted, image suffixes), globs expanded."""
-    from flowerclf.imaging import list_images
+    from flowerclf.core.imaging import list_images
 
     found: list[str] = []
     for pattern in patterns:
@@ -76,7 +78,7 @@ def expand_inputs(patterns: Iterable[str]) -> list[str]:
 def _resolve_model(model: str | None) -> str:
     model = model or os.environ.get(MODEL_ENV)
     if not model:
-        raise ValueError(
+        raise UsageError(
             f"no model package given: pass --model DIR (written by `flowerclf export`) or set "
             f"{MODEL_ENV}"
         )

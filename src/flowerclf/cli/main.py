@@ -16,6 +16,7 @@ from typing import Any
 
 from flowerclf import __version__
 from flowerclf.cli import data_commands, inference_commands, serve_commands, train_commands
+from flowerclf.core.errors import EXIT_FAILURE, FlowerclfError
 
 log = logging.getLogger("flowerclf")
 
@@ -24,7 +25,7 @@ OVERRIDES_HELP = (
     "see `flowerclf config show` and README 'Configuration'"
 )
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK = 0
 
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +51,7 @@ def _config_show(args: argparse.Namespace) -> int:
 def _config_params(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from flowerclf.pipeline import render_params
+    from flowerclf.config.dvc_params import render_params
 
     text = render_params(args.overrides)
     out = Path(args.out)
@@ -138,31 +139,11 @@ def _configure_logging(args: argparse.Namespace) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from flowerclf.config import ConfigError
-    from flowerclf.data.archive import UnsafeArchiveError
-    from flowerclf.data.download import DownloadError
-    from flowerclf.data.recipes import DatasetLayoutError
-    from flowerclf.export.package import ExportError
-    from flowerclf.export.tensorrt import TensorRTUnavailableError
-    from flowerclf.imaging import ImageDecodeError
-    from flowerclf.inference.package import PackageError
-    from flowerclf.models.weights import WeightsUnavailableError
-
-    return (
-        ExportError,
-        TensorRTUnavailableError,
-        PackageError,
-        FileExistsError,
-        WeightsUnavailableError,
-        ImageDecodeError,
-        ConfigError,
-        DatasetLayoutError,
-        DownloadError,
-        UnsafeArchiveError,
-        FileNotFoundError,
-        ValueError,
-    )
+# OS errors that name a path the user gave (a missing input file, an output that exists):
+# one line is the whole story. Other OS errors keep their traceback.
+_USER_PATH_ERRORS = (
+    FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError,
+)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -183,12 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
-    except _known_errors() as exc:
-        from flowerclf.config import ConfigError
-
+    except (FlowerclfError, *_USER_PATH_ERRORS) as exc:
         sys.stderr.write(f"error: {exc}\n")
         if args.verbose:
             log.exception("details")
         if getattr(args, "json", False):
             sys.stdout.write(json.dumps({"error": str(exc), "type": type(exc).__name__}) + "\n")
-        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILURE
+        return exc.exit_code if isinstance(exc, FlowerclfError) else EXIT_FAILURE

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from flowerclf.core.errors import UsageError
 from flowerclf.serving import ENV_PREFIX
 
 
@@ -27,12 +28,12 @@ def _serve(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
 
-    from flowerclf.inference.package import load_package
+    from flowerclf.core.package_format import load_package
     from flowerclf.serving.settings import ServeSettings
 
     settings = ServeSettings()
     if settings.model is None:
-        raise ValueError("no model package given: pass --model DIR or set FLOWERCLF_SERVE_MODEL")
+        raise UsageError("no model package given: pass --model DIR or set FLOWERCLF_SERVE_MODEL")
     load_package(settings.model)  # fail here, with a clear message, not in every worker
     uvicorn.run(
         "flowerclf.serving.app:app_from_env",

@@ -7,6 +7,8 @@ import json
 import sys
 from collections.abc import Callable
 
+from flowerclf.core.metric_names import REPORT_METRICS
+
 
 def _train(args: argparse.Namespace) -> int:
     from flowerclf.config import compose_config
@@ -36,8 +38,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
         out = sys.stdout
-        for key in ("num_samples", "accuracy", "top5_accuracy", "macro_f1", "weighted_f1",
-                    "cross_entropy", "ece", "knn_accuracy"):  # fmt: skip
+        for key in REPORT_METRICS:
             if key in report:
                 out.write(f"{key}: {report[key]}\n")
         out.write(f"report: {report['report']['markdown']}\n")

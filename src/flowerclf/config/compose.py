@@ -20,12 +20,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from flowerclf.config.schema import validate_config
+from flowerclf.core.errors import ConfigError
+
 CONFIG_MODULE = "flowerclf.conf"
 CONFIG_GROUPS = ("data", "model", "augment", "trainer", "loss", "logger", "experiment")
-
-
-class ConfigError(ValueError):
-    """A configuration value or override is invalid; the message says what is valid."""
 
 
 def group_options(group: str) -> list[str]:
@@ -120,8 +119,6 @@ def compose_config(overrides: Sequence[str] = (), config_file: str | None = None
         _check_key_exists(base, override.key_or_group)
 
     cfg = _compose(list(overrides))
-    from flowerclf.config.schema import validate_config  # pydantic import kept lazy
-
     validate_config(cfg)
     return cfg
 
@@ -169,7 +166,5 @@ def load_config_file(spec: str, overrides: Sequence[str] = ()) -> DictConfig:
         if not override.is_add() and not override.is_force_add():
             _check_key_exists(cfg, key)
         OmegaConf.update(cfg, key, override.value(), merge=True, force_add=True)
-    from flowerclf.config.schema import validate_config  # pydantic import kept lazy
-
     validate_config(cfg)
     return cfg

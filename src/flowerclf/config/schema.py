@@ -12,7 +12,7 @@ from typing import Any, Literal
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from flowerclf.config.compose import ConfigError
+from flowerclf.core.errors import ConfigError
 from flowerclf.data.recipes import RECIPE_NAMES
 
 

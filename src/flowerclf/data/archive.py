@@ -15,15 +15,12 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from flowerclf.utils.fs import staged_directory
+from flowerclf.core.errors import DatasetLayoutError, UnsafeArchiveError
+from flowerclf.core.fs import staged_directory
 
 log = logging.getLogger(__name__)
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
-
-
-class UnsafeArchiveError(ValueError):
-    """The archive contains a member that could escape the extraction directory."""
 
 
 def is_archive(path: Path) -> bool:
@@ -79,7 +76,7 @@ def extract_archive(archive: Path, destination: Path) -> Path:
         ValueError: the file is not a supported archive.
     """
     if not is_archive(archive):
-        raise ValueError(
+        raise DatasetLayoutError(
             f"{archive} is not a supported archive; expected one of {', '.join(ARCHIVE_SUFFIXES)}"
         )
     with staged_directory(destination) as staging:

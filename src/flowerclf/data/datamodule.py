@@ -12,6 +12,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from flowerclf.core.imaging import load_rgb
+from flowerclf.core.preprocess import PreprocessSpec
 from flowerclf.data.manifest import (
     DATASET_FILE,
     ManifestRow,
@@ -19,9 +21,8 @@ from flowerclf.data.manifest import (
     read_classes,
     read_manifest,
 )
+from flowerclf.data.prepare import resolve_root
 from flowerclf.data.transforms import EvalTransform, build_mixup, build_train_transform
-from flowerclf.imaging import load_rgb
-from flowerclf.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,6 @@ class FlowerDataModule(L.LightningDataModule):
         """Build from a composed config (``cfg.data``, ``cfg.augment``, ``cfg.seed`` and, when
         present, ``cfg.trainer.train_splits`` and ``cfg.loss.label_smoothing``)."""
         from omegaconf import OmegaConf
-
-        from flowerclf.data.prepare import resolve_root
 
         data = cfg.data
         augment = OmegaConf.to_container(cfg.augment, resolve=True) if "augment" in cfg else {}

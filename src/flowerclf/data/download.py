@@ -12,13 +12,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from flowerclf.core.errors import DownloadError
+
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
-
-
-class DownloadError(RuntimeError):
-    """A file could not be fetched or failed verification."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
+from flowerclf.core.errors import DatasetLayoutError
+
 MANIFEST_FILE = "manifest.csv"
 CLASSES_FILE = "classes.json"
 DATASET_FILE = "dataset.json"
@@ -74,7 +76,9 @@ def read_manifest(directory: Path) -> list[ManifestRow]:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise ValueError(f"{path} has columns {reader.fieldnames}, expected {list(COLUMNS)}")
+            raise DatasetLayoutError(
+                f"{path} has columns {reader.fieldnames}, expected {list(COLUMNS)}"
+            )
         return [
             ManifestRow(
                 id=int(r["id"]),

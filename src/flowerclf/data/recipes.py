@@ -17,16 +17,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from flowerclf.core.errors import ConfigError, DatasetLayoutError
 from flowerclf.data.archive import extract_archive, is_archive
 from flowerclf.data.download import RemoteFile
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-
-
-class DatasetLayoutError(ValueError):
-    """A source or raw directory does not look like the dataset it should be."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +203,7 @@ class TFFlowersRecipe(FolderRecipe):
         super().__init__(classes or self.all_classes)
         unknown = [c for c in self.classes or [] if c not in self.all_classes]
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown tf_flowers classes {unknown}; valid: {list(self.all_classes)}"
             )
 
@@ -330,5 +327,5 @@ RECIPE_NAMES = tuple(RECIPE_FACTORIES)
 def make_recipe(name: str, classes: Sequence[str] | None = None) -> Recipe:
     """Instantiate the recipe called ``name`` (one of :data:`RECIPE_NAMES`)."""
     if name not in RECIPE_FACTORIES:
-        raise ValueError(f"unknown dataset recipe {name!r}; valid: {sorted(RECIPE_FACTORIES)}")
+        raise ConfigError(f"unknown dataset recipe {name!r}; valid: {sorted(RECIPE_FACTORIES)}")
     return RECIPE_FACTORIES[name](classes)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from flowerclf.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_rgb
+from flowerclf.core.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_rgb
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Training uses timm's ``create_transform`` (RandomResizedCrop, flips, colour jitter,
 RandAugment, random erasing) plus optional Gaussian noise; MixUp/CutMix are batch-level and
-come from timm's ``Mixup``. Evaluation uses :func:`flowerclf.preprocess.preprocess_eval`,
+come from timm's ``Mixup``. Evaluation uses :func:`flowerclf.core.preprocess.preprocess_eval`,
 the same function every deployed runtime uses.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from flowerclf.preprocess import PreprocessSpec, preprocess_eval
+from flowerclf.core.preprocess import PreprocessSpec, preprocess_eval
 
 
 class EvalTransform:

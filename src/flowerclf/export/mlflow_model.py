@@ -12,12 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flowerclf.inference.package import (
+import flowerclf
+from flowerclf.core.package_format import (
     DESCRIPTOR_FILE,
     EMBEDDINGS_FILE,
     ONNX_FILE,
     ModelPackage,
 )
+from flowerclf.inference.pyfunc import PACKAGE_ARTIFACT, FlowerclfPyfunc
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,6 @@ def _model_kwargs(package: ModelPackage, slim: Path, example_image: bytes) -> di
     import onnxruntime
     import pandas as pd
     from PIL import Image
-
-    import flowerclf
-    from flowerclf.inference.pyfunc import PACKAGE_ARTIFACT, FlowerclfPyfunc
 
     example = pd.DataFrame({"image": [base64.b64encode(example_image).decode("ascii")]})
     return {

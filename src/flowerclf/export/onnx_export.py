@@ -8,11 +8,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 
-from flowerclf.inference.package import INPUT_NAME, OUTPUT_NAMES
-from flowerclf.models.onnx_runtime import export_onnx
+from flowerclf.core.package_format import INPUT_NAME, OUTPUT_NAMES
+from flowerclf.inference.backends import onnx_session_options
+from flowerclf.models.runners import export_onnx
 
 OPSET = 17
 # What the issue promises users: the exported graph is a faithful copy of the trained one.
@@ -61,10 +63,6 @@ def run_onnx(
         The named outputs, concatenated, and the throughput in images/s (after one
         warm-up batch, which is not timed).
     """
-    import onnxruntime as ort
-
-    from flowerclf.inference.backends import onnx_session_options
-
     session = ort.InferenceSession(
         str(path), onnx_session_options(), providers=["CPUExecutionProvider"]
     )

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flowerclf.inference.package import INPUT_NAME
+from flowerclf.core.errors import UsageError
+from flowerclf.core.package_format import INPUT_NAME
+from flowerclf.export.onnx_export import run_onnx
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def quantize_int8(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in METHODS:
-        raise ValueError(f"unknown int8 method {method!r}; valid: {', '.join(METHODS)}")
+        raise UsageError(f"unknown int8 method {method!r}; valid: {', '.join(METHODS)}")
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         # Shape inference + graph cleanup first, as onnxruntime recommends before quantising.
@@ -89,7 +91,7 @@ def quantize_int8(
             quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8)
             return out_path
         if calibration is None or len(calibration) == 0:
-            raise ValueError("static int8 quantisation needs calibration images")
+            raise UsageError("static int8 quantisation needs calibration images")
         reader = _ArrayReader(calibration)
         quantize_static(
             str(prepared),
@@ -144,7 +146,6 @@ def compare_int8(
     method: str,
     calibration_images: int,
 ) -> Int8Report:
-    from flowerclf.export.onnx_export import run_onnx
 
     (fp32_probs,), fp32_ips = run_onnx(fp32_path, images, ["probabilities"])
     (int8_probs,), int8_ips = run_onnx(int8_path, images, ["probabilities"])

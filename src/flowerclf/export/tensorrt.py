@@ -5,16 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from flowerclf.inference.backends import tensorrt_available
-from flowerclf.inference.package import INPUT_NAME
+from flowerclf.core.errors import ExportError, TensorRTUnavailableError
+from flowerclf.core.package_format import INPUT_NAME
+from flowerclf.models.torch_backends import tensorrt_available
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 32
-
-
-class TensorRTUnavailableError(RuntimeError):
-    """TensorRT cannot be used on this machine; the message says why."""
 
 
 def build_engine(onnx_path: Path, plan_path: Path, input_size: int, fp16: bool = False) -> Path:
@@ -38,7 +35,7 @@ def build_engine(onnx_path: Path, plan_path: Path, input_size: int, fp16: bool =
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+        raise ExportError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
     if fp16:
@@ -52,6 +49,6 @@ def build_engine(onnx_path: Path, plan_path: Path, input_size: int, fp16: bool =
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise RuntimeError("TensorRT failed to build an engine (see its log above)")
+        raise ExportError("TensorRT failed to build an engine (see its log above)")
     plan_path.write_bytes(bytes(serialized))
     return plan_path

@@ -26,8 +26,9 @@ import json
 import shutil
 from pathlib import Path
 
-from flowerclf.inference.package import INPUT_NAME
-from flowerclf.preprocess import PreprocessSpec
+import flowerclf.core.preprocess as preprocess_module
+from flowerclf.core.package_format import INPUT_NAME
+from flowerclf.core.preprocess import PreprocessSpec
 
 ONNX_MODEL = "flowerclf_onnx"
 PREPROCESS_MODEL = "flowerclf_preprocess"
@@ -201,7 +202,6 @@ def write_triton_repository(
     embedding_dim: int,
 ) -> Path:
     """Write the repository under ``root`` (created); returns ``root``."""
-    import flowerclf.preprocess as preprocess_module
 
     size, num_classes = spec.input_size, len(classes)
     onnx_dir = root / ONNX_MODEL

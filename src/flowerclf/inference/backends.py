@@ -1,20 +1,26 @@
 """Runtimes that map a preprocessed batch ``(N, 3, S, S)`` float32 to probabilities and
-embeddings: ONNX Runtime (fp32 or int8), eager PyTorch, TensorRT.
+embeddings: ONNX Runtime (fp32 or int8) here; eager PyTorch and TensorRT in
+:mod:`flowerclf.models.torch_backends`, loaded only when asked for.
 
 Each backend is built from a :class:`ModelPackage` alone.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import importlib
 from typing import Any, Protocol
 
 import numpy as np
 
-from flowerclf.inference.package import INPUT_NAME, ModelPackage, PackageError
+from flowerclf.core.errors import UsageError
+from flowerclf.core.hardware import physical_cores
+from flowerclf.core.package_format import INPUT_NAME, ModelPackage, PackageError
 
 BACKENDS = ("onnx", "onnx_int8", "torch", "tensorrt")
+# Backends that hold their tensors in PyTorch live with the torch code, which the runtime
+# install does not have; they are looked up by name when asked for.
+TORCH_BACKENDS = {"torch": "TorchBackend", "tensorrt": "TensorRTBackend"}
+TORCH_BACKENDS_MODULE = "flowerclf.models.torch_backends"
 
 
 class Backend(Protocol):
@@ -23,16 +29,6 @@ class Backend(Protocol):
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(N, 3, S, S)`` float32 -> (probabilities ``(N, C)``, embeddings ``(N, D)``)."""
         ...
-
-
-def physical_cores() -> int:
-    """Cores to give one inference session: hyper-threads slow convolutions down."""
-    try:
-        import psutil
-
-        return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
-    except ImportError:
-        return max(1, os.cpu_count() or 1)
 
 
 def onnx_session_options(threads: int | None = None) -> Any:
@@ -75,92 +71,20 @@ class OnnxBackend:
         return probabilities, embeddings
 
 
-class TorchBackend:
-    """Eager PyTorch on the safetensors weights (GPU when available)."""
-
-    def __init__(
-        self, package: ModelPackage, device: str | None = None, threads: int | None = None
-    ):
-        import torch
-        from safetensors.torch import load_file
-
-        from flowerclf.models.net import build_net
-
-        self.name = "torch"
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model_cfg = package.descriptor["model"]
-        net, _ = build_net(model_cfg, len(package.classes), pretrained=False)
-        net.load_state_dict(load_file(str(package.require("weights"))))
-        self.net = net.to(self.device).eval()
-
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
-        with torch.inference_mode():
-            images = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.device)
-            logits, embeddings = self.net(images)
-            probabilities = logits.float().softmax(dim=1)
-        return probabilities.cpu().numpy(), embeddings.float().cpu().numpy()
-
-
-def tensorrt_available() -> tuple[bool, str]:
-    """Whether a TensorRT engine can be built and run here, and if not, why."""
+def _torch_backend(package: ModelPackage, name: str, threads: int | None) -> Backend:
     try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return False, "the tensorrt Python package is not installed (pip install tensorrt)"
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return False, "no CUDA GPU is visible (TensorRT needs an NVIDIA GPU)"
-    except ImportError:
-        return False, "PyTorch is not installed (used to hold TensorRT's GPU buffers)"
-    return True, "available"
-
-
-class TensorRTBackend:
-    """A serialized TensorRT engine (``model.plan``), buffers held by torch on the GPU."""
-
-    def __init__(self, package: ModelPackage) -> None:
-        ok, why = tensorrt_available()
-        if not ok:
-            raise PackageError(f"TensorRT backend unavailable: {why}")
-        import tensorrt as trt
-        import torch
-
-        self.name = "tensorrt"
-        self._torch = torch
-        logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(logger)
-        engine_bytes = Path(package.require("tensorrt")).read_bytes()
-        self.engine = runtime.deserialize_cuda_engine(engine_bytes)
-        self.context = self.engine.create_execution_context()
-
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        torch = self._torch
-        images = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).cuda()
-        self.context.set_input_shape(INPUT_NAME, tuple(images.shape))
-        self.context.set_tensor_address(INPUT_NAME, images.data_ptr())
-        outputs = {}
-        for name in ("probabilities", "logits", "embeddings"):
-            shape = tuple(self.context.get_tensor_shape(name))
-            outputs[name] = torch.empty(shape, dtype=torch.float32, device="cuda")
-            self.context.set_tensor_address(name, outputs[name].data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError("TensorRT execution failed")
-        stream.synchronize()
-        return outputs["probabilities"].cpu().numpy(), outputs["embeddings"].cpu().numpy()
+        module = importlib.import_module(TORCH_BACKENDS_MODULE)
+    except ImportError as exc:
+        raise PackageError(
+            f"backend {name!r} needs PyTorch and timm (pip install 'flowerclf[train]'): {exc}"
+        ) from None
+    backend: Backend = getattr(module, TORCH_BACKENDS[name])(package, threads=threads)
+    return backend
 
 
 def create_backend(package: ModelPackage, name: str, threads: int | None = None) -> Backend:
     if name in ("onnx", "onnx_int8"):
         return OnnxBackend(package, name, threads)
-    if name == "torch":
-        return TorchBackend(package, threads=threads)
-    if name == "tensorrt":
-        return TensorRTBackend(package)
-    raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+    if name in TORCH_BACKENDS:
+        return _torch_backend(package, name, threads)
+    raise UsageError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")

@@ -21,8 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from flowerclf.imaging import list_images
-from flowerclf.inference.package import GALLERY_DIR, ModelPackage, load_package
+from flowerclf.core.errors import UsageError
+from flowerclf.core.hardware import cpu_description, physical_cores
+from flowerclf.core.imaging import list_images
+from flowerclf.core.package_format import GALLERY_DIR, ModelPackage, load_package
+from flowerclf.core.preprocess import preprocess_eval
+from flowerclf.inference.backends import create_backend
+from flowerclf.inference.classifier import Classifier
+from flowerclf.inference.inputs import to_rgb
 
 RUNTIME_BACKENDS = {"torch": "torch", "onnx_fp32": "onnx", "onnx_int8": "onnx_int8"}
 MIN_SECONDS = 3.0  # per throughput measurement: long enough to average out jitter
@@ -50,7 +56,6 @@ def _measure_runtime(
     threads: int | None,
 ) -> dict[str, float]:  # fmt: skip
     """Child process: load one backend, time batch-1 latency and batch throughput."""
-    from flowerclf.inference.backends import create_backend
 
     images = np.load(arrays_file)
     rss_before = _peak_rss_mb()
@@ -90,7 +95,6 @@ def _measure_end_to_end(
     model: str, paths: list[str], batch_size: int, threads: int | None
 ) -> dict[str, float]:
     """Child process: files -> predictions through the public API (ONNX fp32)."""
-    from flowerclf.inference.classifier import Classifier
 
     classifier = Classifier.load(model, backend="onnx", batch_size=batch_size, threads=threads)
     classifier.predict_each(paths[:batch_size])  # warm-up
@@ -150,14 +154,10 @@ def run_benchmark(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Measure every runtime on the same images; returns the JSON report."""
-    from flowerclf.inference.backends import physical_cores
-    from flowerclf.inference.inputs import to_rgb
-    from flowerclf.preprocess import preprocess_eval
-    from flowerclf.training.tracking import cpu_description
 
     unknown = [r for r in runtimes if r not in RUNTIME_BACKENDS]
     if unknown:
-        raise ValueError(f"unknown runtimes {unknown}; valid: {', '.join(RUNTIME_BACKENDS)}")
+        raise UsageError(f"unknown runtimes {unknown}; valid: {', '.join(RUNTIME_BACKENDS)}")
     model = str(Path(model).resolve())
     package = load_package(model)
     paths, source = find_images(package, images, num_images)

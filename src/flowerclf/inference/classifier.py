@@ -17,11 +17,12 @@ from typing import Any, overload
 import numpy as np
 from PIL import Image
 
-from flowerclf.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError
+from flowerclf.core.errors import UsageError
+from flowerclf.core.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError
+from flowerclf.core.package_format import ModelPackage, load_package
+from flowerclf.core.preprocess import preprocess_eval
 from flowerclf.inference.backends import BACKENDS, Backend, create_backend
 from flowerclf.inference.inputs import ImageInput, is_single_input, to_rgb
-from flowerclf.inference.package import ModelPackage, load_package
-from flowerclf.preprocess import preprocess_eval
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -116,7 +117,7 @@ class Classifier:
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+            raise UsageError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         self.package = package
         self.classes = package.classes
         self.spec = package.spec

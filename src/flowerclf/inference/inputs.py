@@ -8,7 +8,13 @@ from typing import Any, TypeAlias
 import numpy as np
 from PIL import Image
 
-from flowerclf.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, _to_rgb, decode_rgb, load_rgb
+from flowerclf.core.imaging import (
+    DEFAULT_MAX_PIXELS,
+    ImageDecodeError,
+    convert_to_rgb,
+    decode_rgb,
+    load_rgb,
+)
 
 ImageInput: TypeAlias = (
     str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image | np.ndarray
@@ -41,7 +47,7 @@ def to_rgb(x: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Imag
             raise ImageDecodeError(
                 f"too many pixels: {x.width}x{x.height} > limit {max_pixels:,}", "too_large"
             )
-        return _to_rgb(x)
+        return convert_to_rgb(x)
     if isinstance(x, np.ndarray):
         return _array_to_rgb(x, max_pixels)
     raise TypeError(
@@ -66,7 +72,7 @@ def _array_to_rgb(array: np.ndarray, max_pixels: int) -> Image.Image:
             raise ImageDecodeError("float arrays must hold values in [0, 1]")
         array = np.rint(np.nan_to_num(array) * 255).astype(np.uint8)
     # uint8 HxW / HxWx3 / HxWx4 arrays map to L / RGB / RGBA.
-    return _to_rgb(Image.fromarray(np.ascontiguousarray(array)))
+    return convert_to_rgb(Image.fromarray(np.ascontiguousarray(array)))
 
 
 def describe(x: Any) -> str:

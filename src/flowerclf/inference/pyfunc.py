@@ -14,6 +14,9 @@ from typing import Any
 
 import mlflow.pyfunc
 
+from flowerclf.core.imaging import ImageDecodeError
+from flowerclf.inference.classifier import Classifier
+
 PACKAGE_ARTIFACT = "package"
 
 
@@ -21,15 +24,12 @@ class FlowerclfPyfunc(mlflow.pyfunc.PythonModel):
     """Loads the model package from the ``package`` artifact (ONNX Runtime backend)."""
 
     def load_context(self, context):  # type: ignore[no-untyped-def]
-        from flowerclf.inference.classifier import Classifier
 
         self.classifier = Classifier.load(context.artifacts[PACKAGE_ARTIFACT], backend="onnx")
 
     # No type hints here on purpose: MLflow would read them as a (wrong) input schema.
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         import pandas as pd
-
-        from flowerclf.imaging import ImageDecodeError
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "image" not in frame.columns and "path" not in frame.columns:

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from flowerclf.core.errors import ConfigError
+from flowerclf.models.weights import load_pretrained_backbone
+
 log = logging.getLogger(__name__)
 
 
@@ -55,16 +58,14 @@ def create_backbone(arch: str, *, pretrained: bool, weights: str | None) -> tupl
     """
     if arch == "simple_cnn":
         if pretrained:
-            raise ValueError("simple_cnn has no pretrained weights; set model.pretrained=false")
+            raise ConfigError("simple_cnn has no pretrained weights; set model.pretrained=false")
         return SimpleCNN(), "random"
     import timm
-
-    from flowerclf.models.weights import load_pretrained_backbone
 
     try:
         model = timm.create_model(arch, pretrained=False)
     except RuntimeError as exc:
-        raise ValueError(f"unknown timm architecture {arch!r}: {exc}") from None
+        raise ConfigError(f"unknown timm architecture {arch!r}: {exc}") from None
     origin = "random"
     if pretrained:
         origin = load_pretrained_backbone(model, arch, weights)
@@ -109,7 +110,7 @@ def split_backbone(backbone: nn.Module, tail_blocks: int) -> tuple[nn.Module, nn
         return backbone, nn.Identity()
     modules, first_block, num_blocks = flat_modules(backbone)
     if not 0 < tail_blocks <= num_blocks:
-        raise ValueError(
+        raise ConfigError(
             f"trainer.tail_blocks={tail_blocks} but {type(backbone).__name__} has "
             f"{num_blocks} blocks; choose 0..{num_blocks}"
         )

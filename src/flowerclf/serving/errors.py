@@ -90,7 +90,7 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def _clean_errors(errors: list[Any]) -> list[dict[str, Any]]:
+def clean_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
     """Validation errors without the offending input (which may be megabytes of base64)."""
     return [
         {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
@@ -108,7 +108,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = _clean_errors(list(exc.errors()))
+        errors = clean_validation_errors(list(exc.errors()))
         return error_response(
             ApiError(422, "validation_error", _validation_message(errors), {"errors": errors})
         )

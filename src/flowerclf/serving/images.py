@@ -14,7 +14,7 @@ import binascii
 
 from PIL import Image
 
-from flowerclf.imaging import SUPPORTED_FORMATS, ImageDecodeError, decode_rgb
+from flowerclf.core.imaging import SUPPORTED_FORMATS, ImageDecodeError, decode_rgb
 from flowerclf.serving.errors import ApiError
 
 ACCEPTED = sorted(SUPPORTED_FORMATS)

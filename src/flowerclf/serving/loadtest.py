@@ -29,7 +29,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from flowerclf.imaging import list_images
+from flowerclf.core.errors import ServiceError, UsageError
+from flowerclf.core.imaging import list_images
+from flowerclf.inference.classifier import Classifier
+from flowerclf.serving import ENV_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +60,10 @@ def require_loopback(url: str) -> tuple[str, int]:
     """Host and port of ``url``; ValueError unless it is plain http on a loopback address."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"load tests need an http://localhost URL, got {url!r}")
+        raise UsageError(f"load tests need an http://localhost URL, got {url!r}")
     address = socket.gethostbyname(parts.hostname)
     if not ipaddress.ip_address(address).is_loopback:
-        raise ValueError(f"refusing to load-test {parts.hostname} ({address}): not loopback")
+        raise UsageError(f"refusing to load-test {parts.hostname} ({address}): not loopback")
     return address, parts.port or 80
 
 
@@ -70,7 +73,7 @@ def load_images(folder: Path | None, limit: int = MAX_IMAGES) -> list[bytes]:
         return [_synthetic_photo(seed) for seed in range(32)]
     files = list_images(folder)
     if not files:
-        raise ValueError(f"no images under {folder}")
+        raise UsageError(f"no images under {folder}")
     step = max(1, len(files) // limit)
     return [p.read_bytes() for p in files[::step][:limit]]
 
@@ -95,7 +98,6 @@ def in_process_throughput(
     model: Path, backend: str, images: list[bytes], seconds: float = 15.0
 ) -> dict[str, float]:
     """Images per second of ``Classifier.predict`` on ``images``: batched and one by one."""
-    from flowerclf.inference.classifier import Classifier
 
     with Classifier.load(model, backend=backend) as classifier:
         classifier.predict(images[: min(8, len(images))])  # warm-up
@@ -235,7 +237,6 @@ class _RssSampler:
 
 
 def _start_server(config: LoadTestConfig) -> tuple[subprocess.Popen[str], str]:
-    from flowerclf.serving import ENV_PREFIX
 
     assert config.model is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
@@ -255,7 +256,7 @@ def _start_server(config: LoadTestConfig) -> tuple[subprocess.Popen[str], str]:
         if time.monotonic() > deadline:
             break
     process.kill()
-    raise RuntimeError("the server did not start (see `flowerclf serve` with the same model)")
+    raise ServiceError("the server did not start (see `flowerclf serve` with the same model)")
 
 
 def _percentile(values: np.ndarray, q: float) -> float:
@@ -265,13 +266,13 @@ def _percentile(values: np.ndarray, q: float) -> float:
 def run_loadtest(config: LoadTestConfig) -> dict[str, Any]:
     """Run the test described by ``config`` and return the report (a flat dict)."""
     if not 1 <= config.requests <= MAX_REQUESTS:
-        raise ValueError(f"requests must be in 1..{MAX_REQUESTS}")
+        raise UsageError(f"requests must be in 1..{MAX_REQUESTS}")
     if not 1 <= config.concurrency <= MAX_CONCURRENCY:
-        raise ValueError(f"concurrency must be in 1..{MAX_CONCURRENCY}")
+        raise UsageError(f"concurrency must be in 1..{MAX_CONCURRENCY}")
     if not 0 < config.duration_s <= MAX_SECONDS:
-        raise ValueError(f"max seconds must be in (0, {MAX_SECONDS}]")
+        raise UsageError(f"max seconds must be in (0, {MAX_SECONDS}]")
     if (config.url is None) == (config.model is None) and config.url is None:
-        raise ValueError("give --model (a server is started here) or --url (localhost)")
+        raise UsageError("give --model (a server is started here) or --url (localhost)")
     images = load_images(config.images)
     report: dict[str, Any] = {"images": len(images), "backend": config.backend}
     if config.baseline and config.model is not None:
@@ -348,4 +349,4 @@ def _wait_ready(url: str, timeout_s: float = 120.0) -> None:
                     return
         except OSError:
             time.sleep(0.2)
-    raise RuntimeError(f"{url}/ready did not answer 200 within {timeout_s:.0f} s")
+    raise ServiceError(f"{url}/ready did not answer 200 within {timeout_s:.0f} s")

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from flowerclf.core.errors import UsageError
+from flowerclf.inference.classifier import Classifier
 from flowerclf.serving.batching import MicroBatcher
 from flowerclf.serving.errors import ApiError
 from flowerclf.serving.images import decode_upload
@@ -78,10 +80,9 @@ class PackageClassifier:
 
 def load_classifier(settings: ServeSettings) -> ClassifierLike:
     """Load the model package named in ``settings`` (the service's default loader)."""
-    from flowerclf.inference.classifier import Classifier
 
     if settings.model is None:
-        raise ValueError("no model package given (--model DIR or FLOWERCLF_SERVE_MODEL)")
+        raise UsageError("no model package given (--model DIR or FLOWERCLF_SERVE_MODEL)")
     classifier = Classifier.load(
         settings.model,
         backend=settings.backend,

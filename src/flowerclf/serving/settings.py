@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from flowerclf.imaging import DEFAULT_MAX_PIXELS
+from flowerclf.core.imaging import DEFAULT_MAX_PIXELS
 from flowerclf.serving import ENV_PREFIX
 
 

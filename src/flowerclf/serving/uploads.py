@@ -15,7 +15,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from flowerclf.serving.errors import ApiError, _clean_errors
+from flowerclf.serving.errors import ApiError, clean_validation_errors
 from flowerclf.serving.images import decode_base64
 
 MULTIPART = "multipart/form-data"
@@ -73,7 +73,7 @@ async def parse_json(request: Request, model: type[ModelT]) -> ModelT:
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        errors = _clean_errors(list(exc.errors()))
+        errors = clean_validation_errors(list(exc.errors()))
         fields = ", ".join(f"{'.'.join(e['loc']) or 'body'}: {e['msg']}" for e in errors[:5])
         raise ApiError(
             422, "validation_error", f"invalid JSON body: {fields}", {"errors": errors}

@@ -21,9 +21,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from flowerclf.core.errors import ConfigError
 from flowerclf.data.datamodule import FlowerDataModule
-from flowerclf.models.onnx_runtime import make_runner
-from flowerclf.utils.seeding import preserved_random_state, seed_everything
+from flowerclf.models.runners import make_runner
+from flowerclf.training.seeding import preserved_random_state, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def build_feature_cache(
         ``views - 1`` augmented passes, in ``dtype`` (float16 halves the memory).
     """
     if views < 1:
-        raise ValueError(f"trainer.cache_views must be >= 1, got {views}")
+        raise ConfigError(f"trainer.cache_views must be >= 1, got {views}")
     key = cache_key({**key_parts, "views": views, "dtype": str(dtype)})
     directory = cache_dir / key
     names = ("train_eval", "val", "test", "train")

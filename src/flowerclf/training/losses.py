@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flowerclf.core.errors import ConfigError
+
 EMBEDDING_LOSSES = ("none", "cosine", "supcon", "siglip")
 
 
@@ -94,7 +96,7 @@ class FlowerLoss(nn.Module):
     ) -> None:
         super().__init__()
         if embedding_loss not in EMBEDDING_LOSSES:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown embedding loss {embedding_loss!r}; valid: {list(EMBEDDING_LOSSES)}"
             )
         self.embedding_loss = embedding_loss

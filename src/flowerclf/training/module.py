@@ -10,8 +10,10 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from flowerclf.core.errors import ConfigError
+from flowerclf.core.preprocess import PreprocessSpec
+from flowerclf.models.backbones import flat_modules
 from flowerclf.models.net import FlowerNet, build_net
-from flowerclf.preprocess import PreprocessSpec
 from flowerclf.training.losses import FlowerLoss
 
 
@@ -150,7 +152,6 @@ class FlowerClassifier(L.LightningModule):
 
     def apply_freezing(self, epoch: int) -> None:
         """Set ``requires_grad`` and BatchNorm mode of every backbone module for ``epoch``."""
-        from flowerclf.models.backbones import flat_modules
 
         blocks = self.trainable_blocks(epoch)
         # The part that may train: the tail when the backbone is cut, else all of it.
@@ -207,7 +208,7 @@ class FlowerClassifier(L.LightningModule):
                 weight_decay=weight_decay,
             )  # fmt: skip
         else:
-            raise ValueError(f"unknown optimizer {name!r}; valid: adam, adamw, sgd")
+            raise ConfigError(f"unknown optimizer {name!r}; valid: adam, adamw, sgd")
         if str(cfg.get("scheduler", "cosine")) == "none":
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)

@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from flowerclf.ui.backends import (
+from flowerclf.core.errors import UsageError
+from flowerclf.ui.clients import (
     UI_ENV_API,
     UI_ENV_MODEL,
     Analysis,
@@ -32,7 +33,7 @@ def _backend(api: str | None, model: str | None) -> Backend:
         return ApiBackend(api)
     if model:
         return LocalBackend(Path(model))
-    raise ValueError(f"set {UI_ENV_API} or {UI_ENV_MODEL} (flowerclf ui --api URL | --model DIR)")
+    raise UsageError(f"set {UI_ENV_API} or {UI_ENV_MODEL} (flowerclf ui --api URL | --model DIR)")
 
 
 def _sidebar(info: dict[str, Any], source: str) -> None:

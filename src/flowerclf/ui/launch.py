@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flowerclf.ui.backends import UI_ENV_API, UI_ENV_MODEL
+from flowerclf.core.errors import UsageError
+from flowerclf.core.package_format import load_package
+from flowerclf.ui.clients import UI_ENV_API, UI_ENV_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +30,10 @@ def ui_environment(api: str | None, model: Path | None) -> dict[str, str]:
     if api:
         env[UI_ENV_API] = api
     elif model is not None:
-        from flowerclf.inference.package import load_package
-
         load_package(model)  # a clear error now rather than on the page
         env[UI_ENV_MODEL] = str(Path(model).resolve())
     else:
-        raise ValueError("give --api URL or --model DIR")
+        raise UsageError("give --api URL or --model DIR")
     return env
 
 

@@ -133,7 +133,7 @@ class LocalBackend:
 
 def preview(data: bytes) -> bytes | None:
     """A browser-safe PNG of an upload (any accepted format), or None if it does not decode."""
-    from flowerclf.imaging import decode_rgb
+    from flowerclf.core.imaging import decode_rgb
 
     try:
         image = decode_rgb(data).image

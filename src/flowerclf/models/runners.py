@@ -10,8 +10,12 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import onnxruntime as ort
 import torch
 from torch import nn
+
+from flowerclf.core.errors import ConfigError
+from flowerclf.inference.backends import onnx_session_options
 
 Runner = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
 
@@ -44,10 +48,6 @@ def onnx_runner(
     module: nn.Module, input_size: int, output_names: Sequence[str], threads: int | None = None
 ) -> Runner:
     """Export ``module`` to a temporary ONNX file and return ``images -> outputs``."""
-    import onnxruntime as ort
-
-    from flowerclf.inference.backends import onnx_session_options
-
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(module, Path(tmp) / "model.onnx", input_size, output_names)
         session = ort.InferenceSession(
@@ -81,4 +81,4 @@ def make_runner(
         return onnx_runner(module, input_size, output_names)
     if runtime == "torch":
         return torch_runner(module)
-    raise ValueError(f"unknown runtime {runtime!r}; valid: onnx, torch")
+    raise ConfigError(f"unknown runtime {runtime!r}; valid: onnx, torch")

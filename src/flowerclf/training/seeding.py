@@ -10,6 +10,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from flowerclf.core.errors import ConfigError
+
 
 def seed_everything(seed: int) -> int:
     """Seed every random number generator flowerclf uses.
@@ -19,7 +21,7 @@ def seed_everything(seed: int) -> int:
     derives for DataLoader workers. Returns the seed.
     """
     if not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+        raise ConfigError(f"seed must be in [0, 2**32), got {seed}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device

@@ -88,38 +88,6 @@ def _triple(values: Sequence[float]) -> tuple[float, float, float]:
     return items  # type: ignore[return-value]
 
 
-def resolve_spec(arch: str, overrides: Mapping[str, Any] | None = None) -> PreprocessSpec:
-    """Build the spec for timm model ``arch``; non-null ``overrides`` win.
-
-    Architectures timm does not know (``simple_cnn``) must give every field in overrides.
-    """
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    base: dict[str, Any] = {}
-    try:
-        import timm
-
-        pretrained_cfg = timm.get_pretrained_cfg(arch)
-    except (ImportError, RuntimeError):
-        pretrained_cfg = None
-    if pretrained_cfg is not None:
-        cfg = pretrained_cfg.to_dict()
-        base = {
-            "input_size": int(cfg["input_size"][-1]),
-            "mean": cfg.get("mean", IMAGENET_MEAN),
-            "std": cfg.get("std", IMAGENET_STD),
-            "interpolation": cfg.get("interpolation", "bicubic") or "bicubic",
-            "crop_pct": cfg.get("crop_pct", 0.875) or 0.875,
-        }
-    merged = {**base, **overrides}
-    missing = [k for k in ("input_size", "mean", "std") if k not in merged]
-    if missing:
-        raise ValueError(
-            f"no timm pretrained config for {arch!r}; set model.preprocess.{missing[0]} "
-            f"(and {', '.join(missing[1:]) or 'nothing else'}) in the model config"
-        )
-    return PreprocessSpec.from_dict(merged)
-
-
 # Elongation beyond which the long side is cut before resizing (see bound_aspect).
 MAX_ASPECT_RATIO = 4.0
 
@@ -178,9 +146,3 @@ def preprocess_eval(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
         spec.std, dtype=np.float32
     )
     return np.ascontiguousarray(array.transpose(2, 0, 1))
-
-
-def spec_from_model_config(model_cfg: Mapping[str, Any]) -> PreprocessSpec:
-    """Resolve the spec for a ``model`` config section (``arch`` + ``preprocess`` overrides)."""
-    overrides = model_cfg.get("preprocess") or {}
-    return resolve_spec(str(model_cfg["arch"]), dict(overrides))

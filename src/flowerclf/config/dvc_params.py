@@ -17,6 +17,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from flowerclf.config import compose_config
+from flowerclf.core.errors import ConfigError
+
 PARAMS_FILE = "params.yaml"
 DATA_ROOT = "data"
 RUNS_DIR = "runs"
@@ -39,7 +42,7 @@ HEADER = """\
 def recipe_overrides(recipe: str, extra: Sequence[str] = ()) -> list[str]:
     """Hydra overrides of ``recipe``, with the pipeline's data and run locations."""
     if recipe not in RECIPES:
-        raise ValueError(f"unknown pipeline recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+        raise ConfigError(f"unknown pipeline recipe {recipe!r}; valid: {', '.join(RECIPES)}")
     return [
         *RECIPES[recipe],
         f"data.root={DATA_ROOT}",
@@ -50,7 +53,6 @@ def recipe_overrides(recipe: str, extra: Sequence[str] = ()) -> list[str]:
 
 def params_dict(extra: Sequence[str] = ()) -> dict[str, Any]:
     """Every recipe's composed, resolved config, keyed by recipe name."""
-    from flowerclf.config import compose_config
 
     params: dict[str, Any] = {}
     for recipe in RECIPES:

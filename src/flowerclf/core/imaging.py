@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
+from flowerclf.core.errors import ImageDecodeError
+
 # About 89 megapixels, Pillow's own default: far above any real flower photo, far below what
 # it takes to exhaust memory with a "decompression bomb".
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -36,24 +38,6 @@ def list_images(directory: Path) -> list[Path]:
     )
 
 
-class ImageDecodeError(ValueError):
-    """An input could not be turned into an RGB image; ``reason`` is short and user-facing.
-
-    ``kind`` says what went wrong, for callers that map failures to their own codes (the
-    REST service's HTTP statuses): ``empty``, ``unrecognised`` (not an image Pillow knows),
-    ``unsupported`` (an image, in a format outside SUPPORTED_FORMATS), ``too_large`` (pixel
-    limit), ``corrupt`` (truncated or damaged data) or ``unreadable`` (the file itself).
-    """
-
-    def __init__(self, reason: str, kind: str = "corrupt") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.kind = kind
-
-    def __reduce__(self) -> tuple[type[ImageDecodeError], tuple[str, str]]:
-        return type(self), (self.reason, self.kind)  # keep ``kind`` across processes
-
-
 @dataclass(frozen=True)
 class DecodedImage:
     """An RGB image plus what the decoder learned about the original file."""
@@ -63,7 +47,7 @@ class DecodedImage:
     source_mode: str
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def convert_to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB without the usual silent mistakes.
 
     * Alpha is composited onto white: flowers cut out on a transparent background would
@@ -165,7 +149,7 @@ def decode_rgb(
             img.seek(0)
         img.load()
         img = ImageOps.exif_transpose(img) or img
-        rgb = _to_rgb(img)
+        rgb = convert_to_rgb(img)
         rgb.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"truncated or corrupt image data: {exc}") from None

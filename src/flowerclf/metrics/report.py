@@ -10,15 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from flowerclf.core.imaging import ImageDecodeError, load_rgb
+from flowerclf.core.metric_names import REPORT_METRICS
 from flowerclf.data.manifest import ManifestRow
-from flowerclf.evaluation import plots
-from flowerclf.evaluation.metrics import classification_metrics, expected_calibration_error
+from flowerclf.metrics import plots
+from flowerclf.metrics.classification import classification_metrics, expected_calibration_error
 
 MAX_MISCLASSIFIED = 24
-REPORT_KEYS = (
-    "num_samples", "accuracy", "top5_accuracy", "macro_f1", "weighted_f1", "macro_precision",
-    "macro_recall", "cross_entropy", "ece", "knn_accuracy",
-)  # fmt: skip
 
 
 @dataclass
@@ -33,7 +31,7 @@ class Predictions:
 
 def render_markdown(metrics: Mapping[str, Any], title: str) -> str:
     lines = [f"# {title}", "", "| metric | value |", "|---|---:|"]
-    for key in REPORT_KEYS:
+    for key in REPORT_METRICS:
         if key in metrics:
             value = metrics[key]
             lines.append(f"| {key} | {value if isinstance(value, int) else f'{value:.4f}'} |")
@@ -86,8 +84,6 @@ def write_evaluation(
     wrong = np.flatnonzero(predicted != predictions.labels)[:MAX_MISCLASSIFIED]
     images, truths, guesses, confidences = [], [], [], []
     if raw_dir is not None:
-        from flowerclf.imaging import ImageDecodeError, load_rgb
-
         for index in wrong:
             row = rows_by_id[int(predictions.ids[index])]
             try:

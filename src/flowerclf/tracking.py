@@ -1,13 +1,19 @@
-"""MLflow helpers: where the store is, what a run records."""
+"""MLflow helpers: where the store is, what a run records, where a run's checkpoint is."""
 
 from __future__ import annotations
 
+import logging
 import os
-import platform
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from flowerclf.core.errors import RunNotFoundError
+from flowerclf.core.hardware import cpu_description
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
 PARAM_VALUE_LIMIT = 6000
@@ -60,19 +66,6 @@ def hardware_description() -> str:
     return cpu_description()
 
 
-def cpu_description() -> str:
-    """``"CPU: <model> x<cores>"`` (no torch import: cheap enough for benchmarks)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu} x{os.cpu_count()}"
-
-
 def run_tags(manifest_sha256: str, dataset: str, model: str, **extra: str) -> dict[str, str]:
     """The tags every flowerclf run carries: data version, model, hardware, git commit."""
     tags = {
@@ -84,3 +77,51 @@ def run_tags(manifest_sha256: str, dataset: str, model: str, **extra: str) -> di
         "mlflow.source.git.commit": git_commit() or "unknown",
     }
     return tags
+
+
+def resolve_checkpoint(target: str) -> tuple[Path, str | None]:
+    """A checkpoint path, or the best checkpoint of MLflow run ``target``; also the run id."""
+    path = Path(target)
+    if path.suffix == ".ckpt" or path.exists():
+        if not path.is_file():
+            raise RunNotFoundError(f"checkpoint {path} does not exist")
+        return path, None
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(None)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(target)
+    except MlflowException:
+        raise RunNotFoundError(
+            f"{target!r} is neither a checkpoint file nor a run id in the MLflow store {uri} "
+            f"(set MLFLOW_TRACKING_URI to the store the run was logged to)"
+        ) from None
+    local = run.data.tags.get("flowerclf.checkpoint")
+    if local and Path(local).is_file():
+        return Path(local), target
+    artifacts = [a.path for a in client.list_artifacts(target, "checkpoints")]
+    if not artifacts:
+        raise RunNotFoundError(f"run {target} has no checkpoint (a majority baseline run?)")
+    directory = Path(tempfile.mkdtemp(prefix="flowerclf-ckpt-"))
+    downloaded = client.download_artifacts(target, artifacts[0], str(directory))
+    return Path(downloaded), target
+
+
+def existing_run_logger(run_id: str, tracking_uri: str | None) -> Any:
+    """An MLFlowLogger on run ``run_id``, or None when its store does not hold that run
+    (a checkpoint pulled with DVC into another clone, whose mlflow.db never saw it)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri or resolve_tracking_uri(None)
+    try:
+        MlflowClient(tracking_uri=uri).get_run(run_id)
+    except MlflowException:
+        log.warning(
+            "run %s is not in the MLflow store %s: results are not logged to it", run_id, uri
+        )
+        return None
+    return MLFlowLogger(tracking_uri=uri, run_id=run_id)

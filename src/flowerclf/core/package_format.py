@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowerclf.preprocess import PreprocessSpec
+from flowerclf.core.errors import PackageError
+from flowerclf.core.preprocess import PreprocessSpec
 
 DESCRIPTOR_FILE = "flowerclf-model.json"
 FORMAT_NAME = "flowerclf-model"
@@ -31,10 +32,6 @@ MLFLOW_DIR = "mlflow_model"
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("probabilities", "logits", "embeddings")
-
-
-class PackageError(ValueError):
-    """A directory is not a usable model package; the message says what is wrong."""
 
 
 @dataclass(frozen=True)

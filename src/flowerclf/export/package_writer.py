@@ -26,9 +26,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from flowerclf import __version__
-from flowerclf.data.manifest import ManifestRow
-from flowerclf.imaging import load_rgb
-from flowerclf.inference.package import (
+from flowerclf.core.errors import ExportError, UsageError
+from flowerclf.core.fs import staged_directory
+from flowerclf.core.imaging import load_rgb
+from flowerclf.core.package_format import (
     CONFIG_FILE,
     DESCRIPTOR_FILE,
     EMBEDDINGS_FILE,
@@ -46,18 +47,21 @@ from flowerclf.inference.package import (
     ModelPackage,
     load_package,
 )
-from flowerclf.preprocess import PreprocessSpec, preprocess_eval
-from flowerclf.utils.fs import staged_directory
+from flowerclf.core.preprocess import PreprocessSpec, preprocess_eval
+from flowerclf.data.datamodule import prepared_raw_dir
+from flowerclf.data.manifest import ManifestRow
+from flowerclf.export.mlflow_model import log_pyfunc, save_pyfunc
+from flowerclf.export.onnx_export import check_parity, export_checked_onnx, run_onnx
+from flowerclf.export.quantize import calibration_indices, compare_int8, quantize_int8
+from flowerclf.export.tensorrt import TensorRTUnavailableError, build_engine
+from flowerclf.export.triton import write_triton_repository
+from flowerclf.runs import load_trained, run_datamodule
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 128
 INT8_CHOICES = ("static", "dynamic", "none")
 TENSORRT_CHOICES = ("auto", "fp32", "fp16", "off")
-
-
-class ExportError(RuntimeError):
-    """The export could not produce a package that keeps its promises."""
 
 
 @dataclass
@@ -78,13 +82,13 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         if self.int8 not in INT8_CHOICES:
-            raise ValueError(f"int8 must be one of {list(INT8_CHOICES)}, got {self.int8!r}")
+            raise UsageError(f"int8 must be one of {list(INT8_CHOICES)}, got {self.int8!r}")
         if self.tensorrt not in TENSORRT_CHOICES:
-            raise ValueError(
+            raise UsageError(
                 f"tensorrt must be one of {list(TENSORRT_CHOICES)}, got {self.tensorrt!r}"
             )
         if self.parity_images < 1 or self.calibration_images < 1:
-            raise ValueError("parity_images and calibration_images must be >= 1")
+            raise UsageError("parity_images and calibration_images must be >= 1")
 
 
 def sha256_file(path: Path) -> str:
@@ -130,8 +134,6 @@ class _TrainedModel:
 
 
 def _load_trained(target: str) -> _TrainedModel:
-    from flowerclf.evaluation.evaluate import load_trained
-
     trained = load_trained(target)
     module, run_id = trained.module, trained.run_id
     tracking_uri = trained.config.get("run", {}).get("tracking_uri")
@@ -189,11 +191,9 @@ def export_package(
     say = progress or log.info
     out = Path(out).expanduser().resolve()
     trained = _load_trained(target)
-    from flowerclf.evaluation.evaluate import run_datamodule
-
     datamodule = run_datamodule(trained.config, trained.spec, options.data_root, num_workers=0)
     if datamodule.classes != trained.classes:
-        raise ValueError(
+        raise UsageError(
             f"the dataset at {datamodule.prepared_dir} does not have the model's classes"
         )
     _check_same_dataset(trained, datamodule.manifest_sha256)
@@ -216,9 +216,6 @@ def _write_package(
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     from safetensors.torch import save_file
-
-    from flowerclf.data.datamodule import prepared_raw_dir
-    from flowerclf.export.onnx_export import check_parity, export_checked_onnx, run_onnx
 
     started = time.perf_counter()
     spec, classes, config = trained.spec, trained.classes, trained.config
@@ -269,8 +266,6 @@ def _write_package(
     files["embeddings"] = EMBEDDINGS_FILE
 
     if options.int8 != "none":
-        from flowerclf.export.quantize import calibration_indices, compare_int8, quantize_int8
-
         chosen = calibration_indices(len(train_images), options.calibration_images, options.seed)
         calibration, count = train_images[chosen], len(chosen)
         say(f"int8 ({options.int8}) quantisation, calibrated on {count} training images")
@@ -287,8 +282,6 @@ def _write_package(
 
     embedding_dim = int(train_embeddings.shape[1])
     if options.triton:
-        from flowerclf.export.triton import write_triton_repository
-
         write_triton_repository(staging / TRITON_DIR, onnx_path, classes, spec, embedding_dim)
         files["triton"] = TRITON_DIR
 
@@ -364,7 +357,6 @@ def _export_tensorrt(
 ) -> dict[str, Any]:
     if options.tensorrt == "off":
         return {"built": False, "reason": "disabled (--tensorrt off)"}
-    from flowerclf.export.tensorrt import TensorRTUnavailableError, build_engine
 
     try:
         build_engine(
@@ -387,8 +379,6 @@ def _export_mlflow(
     descriptor: dict[str, Any],
     say: Callable[[str], None],
 ) -> None:
-    from flowerclf.data.datamodule import prepared_raw_dir
-    from flowerclf.export.mlflow_model import log_pyfunc, save_pyfunc
 
     package = load_package(staging)
     example_rows = datamodule.split_rows("test") or datamodule.rows

@@ -1,0 +1,51 @@
+"""Preprocessing derived from the model: timm's pretrained config, with config overrides.
+
+The result is a :class:`~flowerclf.core.preprocess.PreprocessSpec`, which every exported
+package carries; only training and export need timm to derive it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import timm
+
+from flowerclf.core.errors import ConfigError
+from flowerclf.core.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+
+
+def resolve_spec(arch: str, overrides: Mapping[str, Any] | None = None) -> PreprocessSpec:
+    """Build the spec for timm model ``arch``; non-null ``overrides`` win.
+
+    Architectures timm does not know (``simple_cnn``) must give every field in overrides.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    base: dict[str, Any] = {}
+    try:
+        pretrained_cfg = timm.get_pretrained_cfg(arch)
+    except RuntimeError:
+        pretrained_cfg = None
+    if pretrained_cfg is not None:
+        cfg = pretrained_cfg.to_dict()
+        base = {
+            "input_size": int(cfg["input_size"][-1]),
+            "mean": cfg.get("mean", IMAGENET_MEAN),
+            "std": cfg.get("std", IMAGENET_STD),
+            "interpolation": cfg.get("interpolation", "bicubic") or "bicubic",
+            "crop_pct": cfg.get("crop_pct", 0.875) or 0.875,
+        }
+    merged = {**base, **overrides}
+    missing = [k for k in ("input_size", "mean", "std") if k not in merged]
+    if missing:
+        raise ConfigError(
+            f"no timm pretrained config for {arch!r}; set model.preprocess.{missing[0]} "
+            f"(and {', '.join(missing[1:]) or 'nothing else'}) in the model config"
+        )
+    return PreprocessSpec.from_dict(merged)
+
+
+def spec_from_model_config(model_cfg: Mapping[str, Any]) -> PreprocessSpec:
+    """Resolve the spec for a ``model`` config section (``arch`` + ``preprocess`` overrides)."""
+    overrides = model_cfg.get("preprocess") or {}
+    return resolve_spec(str(model_cfg["arch"]), dict(overrides))

@@ -1,0 +1,231 @@
+"""One training run's life: open it (run directory, MLflow run), record what it is, and end
+it the same way for every model (the majority baseline included).
+
+The end of a run evaluates val and test, saves embeddings when the model has them, writes
+``config.yaml``, ``metrics.json``, ``history.csv`` and the evaluation reports into the run
+directory, and logs all of it to the MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig, OmegaConf
+
+from flowerclf.core.metric_names import LOGGED_METRICS
+from flowerclf.data.datamodule import FlowerDataModule, prepared_raw_dir
+from flowerclf.metrics.embeddings import EMBEDDINGS_FILE, knn_accuracy, save_embeddings
+from flowerclf.metrics.report import Predictions, write_evaluation
+from flowerclf.tracking import flatten, hardware_description, resolve_tracking_uri, run_tags
+from flowerclf.training.predict import run_history, write_history
+
+EVAL_SPLITS = ("val", "test")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced; ``to_json`` is the CLI's ``--json`` line."""
+
+    run_id: str | None
+    tracking_uri: str | None
+    checkpoint: str
+    run_dir: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    train_time_s: float = 0.0
+    hardware: str = field(default_factory=hardware_description)
+    reports: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+@dataclass
+class RunContext:
+    """What every step of a run needs: its config, data, place on disk and MLflow run."""
+
+    cfg: DictConfig
+    config: dict[str, Any]  # resolved, plain: what the checkpoint and config.yaml record
+    datamodule: FlowerDataModule
+    run_dir: Path
+    logger: MLFlowLogger | None
+    tracking_uri: str | None
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.logger.run_id if self.logger is not None else None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def loss_name(cfg: DictConfig) -> str:
+    return "ce" if cfg.loss.embedding == "none" else f"ce+{cfg.loss.embedding}"
+
+
+def make_logger(cfg: DictConfig, run_id: str | None) -> tuple[MLFlowLogger | None, str | None]:
+    """Lightning's MLflow logger on a new run (or on ``run_id``, to continue it)."""
+    if not cfg.logger.enabled:
+        return None, None
+    uri = resolve_tracking_uri(cfg.logger.tracking_uri)
+    run_name = cfg.logger.run_name or f"{cfg.data.name}-{cfg.model.name}-{loss_name(cfg)}"
+    logger = MLFlowLogger(
+        experiment_name=cfg.logger.experiment_name,
+        run_name=run_name,
+        tracking_uri=uri,
+        run_id=run_id,
+        log_model=False,
+    )
+    return logger, uri
+
+
+def run_directory(cfg: DictConfig, output_dir: Path, run_id: str | None) -> Path:
+    """``paths.run_dir`` when set (a fixed place, e.g. the DVC pipeline's ``runs/<recipe>``),
+    else ``<paths.output_dir>/runs/<run id>``."""
+    if cfg.paths.get("run_dir"):
+        return Path(cfg.paths.run_dir).resolve()
+    return output_dir / "runs" / (run_id or time.strftime("local-%Y%m%d-%H%M%S"))
+
+
+def open_run(
+    cfg: DictConfig,
+    config: dict[str, Any],
+    datamodule: FlowerDataModule,
+    resume_run: str | None = None,
+    started: float | None = None,
+) -> RunContext:
+    """Start (or continue) the MLflow run and fix the run directory."""
+    logger, tracking_uri = make_logger(cfg, resume_run)
+    run_id = logger.run_id if logger is not None else None
+    run_dir = run_directory(cfg, Path(cfg.paths.output_dir).resolve(), run_id)
+    config["run"] = {"id": run_id, "dir": str(run_dir), "tracking_uri": tracking_uri}
+    context = RunContext(cfg, config, datamodule, run_dir, logger, tracking_uri)
+    if started is not None:
+        context.started = started
+    return context
+
+
+def record_start(context: RunContext, **tags: str) -> None:
+    """Log the config as parameters and tag the run (data version, model, hardware...)."""
+    if context.logger is None or context.run_id is None:
+        return
+    cfg = context.cfg
+    context.logger.log_hyperparams(flatten({k: v for k, v in context.config.items() if k != "run"}))
+    all_tags = run_tags(context.datamodule.manifest_sha256, cfg.data.name, cfg.model.name, **tags)
+    for key, value in all_tags.items():
+        context.logger.experiment.set_tag(context.run_id, key, value)
+
+
+def _evaluate_splits(
+    context: RunContext, predictions: Mapping[str, Predictions], history: Mapping[str, Any]
+) -> tuple[dict[str, float], dict[str, str]]:
+    datamodule = context.datamodule
+    classes = datamodule.classes
+    rows_by_id = {row.id: row for row in datamodule.rows}
+    raw_dir = prepared_raw_dir(datamodule.prepared_dir)
+    train_pred = predictions.get("train_eval")
+    metrics: dict[str, float] = {}
+    reports: dict[str, str] = {}
+    for split in EVAL_SPLITS:
+        pred = predictions[split]
+        extra: dict[str, Any] = {}
+        if train_pred is not None:
+            extra["knn_accuracy"] = knn_accuracy(
+                pred.embeddings, pred.labels, train_pred.embeddings, train_pred.labels,
+                int(context.cfg.trainer.knn_k), len(classes),
+            )  # fmt: skip
+        evaluation = write_evaluation(
+            pred, classes, rows_by_id, raw_dir, context.run_dir / "eval" / split, split=split,
+            history=history, extra=extra,
+        )  # fmt: skip
+        for key in LOGGED_METRICS:
+            if key in evaluation:
+                metrics[f"{split}/{key}"] = float(evaluation[key])
+        reports[split] = evaluation["report"]["markdown"]
+    return metrics, reports
+
+
+def _save_embeddings(context: RunContext, predictions: Mapping[str, Predictions]) -> Path:
+    all_pred = [predictions[name] for name in ("train_eval", *EVAL_SPLITS)]
+    return save_embeddings(
+        context.run_dir / EMBEDDINGS_FILE,
+        np.concatenate([p.embeddings for p in all_pred]),
+        np.concatenate([p.ids for p in all_pred]),
+        {row.id: row for row in context.datamodule.rows},
+        context.datamodule.classes,
+    )
+
+
+def finish_run(
+    context: RunContext,
+    predictions: Mapping[str, Predictions],
+    model_file: Path,
+    saved_config: Mapping[str, Any],
+    step: int = 0,
+    extra_metrics: Mapping[str, float] | None = None,
+) -> TrainResult:
+    """Evaluate, save, and log everything a finished run has; return the result.
+
+    ``predictions`` holds ``val`` and ``test``, plus ``train_eval`` when the model has
+    embeddings (then kNN accuracy and ``embeddings.npz`` are made from it). ``model_file``
+    is the best checkpoint, or the baseline's JSON model.
+    """
+    run_dir = context.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    history = run_history(context.logger, context.run_id)
+    train_seconds = context.elapsed()
+    metrics: dict[str, float] = {"train_time_s": round(train_seconds, 2), **(extra_metrics or {})}
+    split_metrics, reports = _evaluate_splits(context, predictions, history)
+    metrics.update(split_metrics)
+    embeddings = _save_embeddings(context, predictions) if "train_eval" in predictions else None
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(dict(saved_config))))
+    hardware = hardware_description()
+    # The hardware string goes to the file only (MLflow metrics are numbers): with the
+    # wall-clock time it is what the README results table quotes for each row.
+    (run_dir / "metrics.json").write_text(
+        json.dumps({**metrics, "hardware": hardware}, indent=2) + "\n"
+    )
+    write_history(history, run_dir / "history.csv")
+    _log_outputs(context, metrics, model_file, embeddings, step)
+    return TrainResult(
+        run_id=context.run_id,
+        tracking_uri=context.tracking_uri,
+        checkpoint=str(model_file),
+        run_dir=str(run_dir),
+        metrics=metrics,
+        train_time_s=round(train_seconds, 2),
+        hardware=hardware,
+        reports=reports,
+    )
+
+
+def _log_outputs(
+    context: RunContext,
+    metrics: Mapping[str, float],
+    model_file: Path,
+    embeddings: Path | None,
+    step: int,
+) -> None:
+    if context.logger is None or context.run_id is None:
+        return
+    client, run_id, run_dir = context.logger.experiment, context.run_id, context.run_dir
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value, step=step)
+    client.log_artifacts(run_id, str(run_dir / "eval"), "eval")
+    if embeddings is not None:
+        client.log_artifact(run_id, str(embeddings))
+    client.log_artifact(run_id, str(run_dir / "config.yaml"))
+    if model_file.suffix == ".ckpt":
+        # `evaluate` / `export` find a run's network through this tag or these artifacts.
+        client.log_artifact(run_id, str(model_file), "checkpoints")
+        client.set_tag(run_id, "flowerclf.checkpoint", str(model_file))
+    else:
+        client.log_artifact(run_id, str(model_file))
+    client.set_tag(run_id, "flowerclf.run_dir", str(run_dir))
