@@ -21,8 +21,8 @@ import pytest
 
 from flowerclf import Classifier
 from flowerclf.cli.main import main
-from tests.conftest import TrainedPackage
-from tests.serving.server import free_port, wait_for_http
+from tests.helpers.packages import TrainedPackage
+from tests.helpers.server import free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 

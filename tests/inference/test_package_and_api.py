@@ -15,7 +15,8 @@ from PIL import Image
 from flowerclf import Classifier, Prediction
 from flowerclf.core.imaging import ImageDecodeError
 from flowerclf.core.package_format import DESCRIPTOR_FILE, PackageError, load_package
-from tests.conftest import TrainedPackage, encode, make_photo
+from tests.helpers.images import encode, make_photo
+from tests.helpers.packages import TrainedPackage
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from flowerclf import Classifier
-from tests.conftest import TrainedPackage
+from tests.helpers.packages import TrainedPackage
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from flowerclf.serving.app import create_app
 from flowerclf.serving.settings import ServeSettings
-from tests.serving.colour_package import build_colour_package
-from tests.serving.server import LiveServer, run_server
+from tests.helpers.colour_package import build_colour_package
+from tests.helpers.server import LiveServer, run_server
 
 
 @pytest.fixture(scope="session")

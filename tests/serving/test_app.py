@@ -21,7 +21,7 @@ from flowerclf.serving.batching import MicroBatcher
 from flowerclf.serving.deps import get_service
 from flowerclf.serving.service import InferenceService
 from flowerclf.serving.settings import ServeSettings
-from tests.serving.colour_package import solid, split
+from tests.helpers.colour_package import solid, split
 
 
 def jpeg(image: Image.Image) -> bytes:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.server import _env
+from tests.helpers.server import subprocess_env
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 HEAVY = ("torch", "torchvision", "lightning", "mlflow", "hydra", "omegaconf", "timm", "pandas")
@@ -40,7 +40,11 @@ with TestClient(create_app(ServeSettings(model={str(colour_package)!r}))) as cli
 print(json.dumps(sorted({{m.split(".")[0] for m in sys.modules}})))
 """
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        check=True,
     )
     modules = set(json.loads(result.stdout.strip().splitlines()[-1]))
     assert not modules & set(HEAVY), modules & set(HEAVY)

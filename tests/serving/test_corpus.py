@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from flowerclf import Classifier
-from tests.serving.corpus import Case, corpus
-from tests.serving.server import LiveServer
+from tests.helpers.corpus import Case, corpus
+from tests.helpers.server import LiveServer
 
 CASES = corpus()
 

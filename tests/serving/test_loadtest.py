@@ -8,7 +8,7 @@ import pytest
 
 from flowerclf.cli.main import main
 from flowerclf.serving.loadtest import LoadTestConfig, require_loopback, run_loadtest
-from tests.serving.server import LiveServer
+from tests.helpers.server import LiveServer
 
 
 def test_loadtest_reports_throughput_and_percentiles(live_server: LiveServer) -> None:

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from flowerclf import Classifier
-from tests.conftest import TrainedPackage
-from tests.serving.server import LiveServer, run_server
+from tests.helpers.packages import TrainedPackage
+from tests.helpers.server import LiveServer, run_server
 
 pytestmark = pytest.mark.slow
 

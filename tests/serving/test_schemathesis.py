@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.server import LiveServer
+from tests.helpers.server import LiveServer
 
 pytestmark = pytest.mark.slow
 

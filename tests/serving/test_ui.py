@@ -10,8 +10,8 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from flowerclf.ui.clients import UI_ENV_API, UI_ENV_MODEL, examples
-from tests.serving.colour_package import split
-from tests.serving.server import LiveServer
+from tests.helpers.colour_package import split
+from tests.helpers.server import LiveServer
 
 PAGE = Path(__file__).resolve().parents[2] / "src" / "flowerclf" / "ui" / "app.py"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.serving.colour_package import split
-from tests.serving.server import LiveServer, _env, free_port, wait_for_http
+from tests.helpers.colour_package import split
+from tests.helpers.server import LiveServer, free_port, subprocess_env, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def ui_url(live_server: LiveServer) -> Iterator[str]:
     command = [sys.executable, "-m", "flowerclf", "ui", "--api", live_server.url,
                "--port", str(port)]  # fmt: skip
     process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env()
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env()
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from flowerclf.config.dvc_params import PARAMS_FILE, render_params
-from tests.conftest import REPO_ROOT, build_folder_dataset
+from tests.helpers.images import build_folder_dataset
+from tests.helpers.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("dvc")

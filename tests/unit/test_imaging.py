@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from flowerclf.core.imaging import ImageDecodeError, decode_rgb, load_rgb
-from tests.conftest import encode, make_photo
+from tests.helpers.images import encode, make_photo
 
 
 def test_plain_jpeg_round_trip() -> None:

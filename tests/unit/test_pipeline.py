@@ -13,7 +13,7 @@ from flowerclf.cli.main import main
 from flowerclf.config import ConfigError, compose_config
 from flowerclf.config.dvc_params import DATA_ROOT, PARAMS_FILE, RECIPES, RUNS_DIR, recipe_overrides
 from flowerclf.data.recipes import make_recipe
-from tests.conftest import REPO_ROOT
+from tests.helpers.paths import REPO_ROOT
 
 # Data settings that only tune loading speed: the prepare stage need not re-run for them.
 LOADER_ONLY_KEYS = {

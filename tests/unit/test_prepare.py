@@ -15,7 +15,7 @@ from PIL import Image
 from flowerclf.cli.main import main
 from flowerclf.data.curation import Candidate, curate
 from flowerclf.data.split import stratified_split
-from tests.conftest import build_folder_dataset, encode, make_photo
+from tests.helpers.images import build_folder_dataset, encode, make_photo
 
 
 def _messy_dataset(root: Path) -> Path:

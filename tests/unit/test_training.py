@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from flowerclf.cli.main import main
-from tests.conftest import build_folder_dataset
+from tests.helpers.images import build_folder_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from flowerclf.data.datamodule import FlowerDataModule
 from flowerclf.data.transforms import AddGaussianNoise, build_mixup, build_train_transform
 from flowerclf.models.preprocessing import resolve_spec, spec_from_model_config
 from flowerclf.training.seeding import seed_everything
-from tests.conftest import build_folder_dataset, make_photo
+from tests.helpers.images import build_folder_dataset, make_photo
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,7 @@ def wait_for_http(
         time.sleep(interval)
 
 
-def _env() -> dict[str, str]:
+def subprocess_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWERCLF_SERVE_")}
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
@@ -75,7 +75,7 @@ def run_server(
     command = [sys.executable, "-m", "flowerclf", "serve", "--model", str(model),
                "--host", "127.0.0.1", "--port", "0", *extra]  # fmt: skip
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env()
     )
     server = LiveServer("", process)
     found = threading.Event()

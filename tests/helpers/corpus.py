@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageCms
 
-from tests.serving.colour_package import COLOURS, solid, split
+from tests.helpers.colour_package import COLOURS, solid, split
 
 PREDICT = "/v1/predict"
 BATCH = "/v1/predict/batch"
