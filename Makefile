@@ -79,11 +79,11 @@ results-run: ## re-train the non-pipeline README rows (long), then refresh the t
 	$(BIN)/python scripts/results.py run
 	$(BIN)/python scripts/results.py readme
 
-test: ## run the test suite (unit + integration on the real datasets)
+test: ## the whole test suite: unit, integration (real datasets), end to end (slowest 20 printed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: ## unit tests only
-	$(BIN)/python -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
+test-fast: ## every fast test, wherever it lives (-m "not slow": no training runs, DVC, browser)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: ## ruff lint and format check; import layers (import-linter); params.yaml up to date
 	$(BIN)/ruff check src tests scripts

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.paths import REPO_ROOT
 from tests.helpers.server import subprocess_env
 
-DOCKER = Path(__file__).resolve().parents[2] / "docker"
+DOCKER = REPO_ROOT / "docker"
 HEAVY = ("torch", "torchvision", "lightning", "mlflow", "hydra", "omegaconf", "timm", "pandas")
 
 
@@ -34,6 +35,7 @@ from fastapi.testclient import TestClient
 from flowerclf.cli.main import build_parser
 from flowerclf.serving.app import create_app
 from flowerclf.serving.settings import ServeSettings
+from tests.helpers.paths import REPO_ROOT
 build_parser()
 with TestClient(create_app(ServeSettings(model={str(colour_package)!r}))) as client:
     assert client.get("/ready").status_code == 200
