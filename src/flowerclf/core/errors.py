@@ -25,9 +25,11 @@ class ConfigError(FlowerclfError, ValueError):
 
 
 class UsageError(FlowerclfError, ValueError):
-    """A command was called with arguments that cannot work together."""
+    """A command was called with arguments that cannot work together.
 
-    exit_code = EXIT_USAGE
+    Exits 1 like the other failures (as these did before the hierarchy existed); 2 stays
+    reserved for configuration errors, the Hydra overrides every pipeline command takes.
+    """
 
 
 class DatasetLayoutError(FlowerclfError, ValueError):
