@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from packaging.version import Version
@@ -185,3 +186,42 @@ def test_predict_imports_no_training_stack_even_where_it_is_installed(
     assert report["status"] == 0
     assert json.loads(report["stdout"])["predicted_class"] == "blue"
     assert report["heavy"] == []
+
+
+def _load_audit_script() -> ModuleType:
+    path = REPO_ROOT / "scripts" / "audit_dependencies.py"
+    spec = importlib.util.spec_from_file_location("audit_dependencies", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("stdout", "stderr", "reachable", "reason"),
+    [
+        ('{"dependencies": [{"name": "pillow", "vulns": [{"id": "X"}]}]}', "", True, ""),
+        (
+            '{"dependencies": [{"name": "pillow", "skip_reason": "not found"}]}',
+            "",
+            False,
+            "not found",
+        ),
+        ("", "Traceback...\nConnectionError: no route\n", False, "ConnectionError: no route"),
+        ('{"dependencies": [{"name": "pillow", "vulns": []}]}', "", False, "no advisories"),
+    ],
+)
+def test_audit_runs_only_when_the_canary_shows_the_service_answers(
+    monkeypatch: pytest.MonkeyPatch, stdout: str, stderr: str, reachable: bool, reason: str
+) -> None:
+    audit = _load_audit_script()
+
+    def fake_run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(command, 0, stdout, stderr)
+
+    monkeypatch.setattr(audit.subprocess, "run", fake_run)
+    found, why = audit.service_reachable()
+    assert found is reachable and why.startswith(reason)
+    monkeypatch.setattr(audit, "run_audits", lambda: 3)
+    assert audit.main([]) == (3 if reachable else 0)
+    assert audit.main(["--require"]) == (3 if reachable else 1)
