@@ -14,6 +14,7 @@ from pathlib import Path
 from flowerclf.core.errors import UsageError
 
 MODEL_ENV = "FLOWERCLF_MODEL"
+NO_VERIFY_HELP = "skip checking the package files' sha256 (development only)"
 PROGRESS_THRESHOLD = 64  # images; below this a bar is noise
 ONNX_RUNTIMES = ("onnx_fp32", "onnx_int8")
 # The eager PyTorch runtime needs the training extra (torch and timm).
@@ -99,7 +100,10 @@ def _predict(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no images found in {' '.join(args.paths)}")
     single = len(args.paths) == 1 and len(paths) == 1 and not Path(args.paths[0]).is_dir()
     classifier = Classifier.load(
-        _resolve_model(args.model), backend=args.backend, batch_size=args.batch_size
+        _resolve_model(args.model),
+        backend=args.backend,
+        batch_size=args.batch_size,
+        verify=not args.no_verify,
     )
     failures = 0
     out = sys.stdout
@@ -146,6 +150,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         latency_runs=args.latency_runs,
         runtimes=args.runtimes.split(",") if args.runtimes else default_runtimes(),
         threads=args.threads,
+        verify=not args.no_verify,
     )
     sys.stdout.write(json.dumps(report) + "\n" if args.json else format_report(report))
     return 0
@@ -203,6 +208,7 @@ def register(
     predict.add_argument("--backend", choices=BACKENDS, default="onnx")
     predict.add_argument("--top-k", type=int, default=None, help="add the K best classes")
     predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--no-verify", action="store_true", help=NO_VERIFY_HELP)
     predict.set_defaults(handler=_predict)
 
     bench = commands.add_parser(
@@ -225,4 +231,5 @@ def register(
     )
     bench.add_argument("--threads", type=int, default=None, help="default: physical cores")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--no-verify", action="store_true", help=NO_VERIFY_HELP)
     bench.set_defaults(handler=_benchmark)

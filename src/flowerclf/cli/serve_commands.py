@@ -23,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
         "workers": args.workers, "max_body_bytes": args.max_body_bytes,
         "max_batch_files": args.max_batch_files, "micro_batch": args.micro_batch,
         "inference_threads": args.threads,
+        "verify_package": False if args.no_verify else None,
     }  # fmt: skip
     for name, value in flags.items():
         if value is not None:
@@ -34,7 +35,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings = ServeSettings()
     if settings.model is None:
         raise UsageError("no model package given: pass --model DIR or set FLOWERCLF_SERVE_MODEL")
-    load_package(settings.model)  # fail here, with a clear message, not in every worker
+    load_package(
+        settings.model, verify=settings.verify_package
+    )  # fail here, with a clear message, not in every worker
     uvicorn.run(
         "flowerclf.serving.app:app_from_env",
         factory=True,
@@ -104,6 +107,10 @@ def register(
     serve.add_argument(
         "--micro-batch", type=_bool, metavar="BOOL", help="group concurrent requests (false)"
     )
+    serve.add_argument(
+        "--no-verify", action="store_true",
+        help="skip checking the package files' sha256 at load (development only)",
+    )  # fmt: skip
     serve.set_defaults(handler=_serve, extra="serve")
 
     ui = commands.add_parser(

@@ -66,12 +66,20 @@ class PackageError(FlowerclfError, ValueError):
     """A directory is not a usable model package; the message says what is wrong."""
 
 
+class PackageIntegrityError(PackageError):
+    """A package file differs from its recorded checksum, escapes the package or is a link."""
+
+
 class RunNotFoundError(FlowerclfError, FileNotFoundError):
     """A run id, checkpoint or prepared dataset named by the user does not exist."""
 
 
 class RunStateError(FlowerclfError, ValueError):
     """A run cannot start or continue as asked (occupied run directory, other model...)."""
+
+
+class UnsafeCheckpointError(FlowerclfError, ValueError):
+    """A checkpoint holds more than tensors and plain data, so it is not unpickled."""
 
 
 class WeightsUnavailableError(FlowerclfError, RuntimeError):

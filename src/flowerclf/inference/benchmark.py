@@ -53,14 +53,14 @@ def _percentile_ms(samples: Sequence[float], q: float) -> float:
 
 def _measure_runtime(
     model: str, backend: str, arrays_file: str, batch_size: int, latency_runs: int,
-    threads: int | None,
+    threads: int | None, verify: bool = True,
 ) -> dict[str, float]:  # fmt: skip
     """Child process: load one backend, time batch-1 latency and batch throughput."""
 
     images = np.load(arrays_file)
     rss_before = _peak_rss_mb()
     started = time.perf_counter()
-    runtime = create_backend(load_package(model), backend, threads)
+    runtime = create_backend(load_package(model, verify=verify), backend, threads)
     load_s = time.perf_counter() - started
     for i in range(5):
         runtime.run(images[i : i + 1])
@@ -92,11 +92,13 @@ def _measure_runtime(
 
 
 def _measure_end_to_end(
-    model: str, paths: list[str], batch_size: int, threads: int | None
+    model: str, paths: list[str], batch_size: int, threads: int | None, verify: bool = True
 ) -> dict[str, float]:
     """Child process: files -> predictions through the public API (ONNX fp32)."""
 
-    classifier = Classifier.load(model, backend="onnx", batch_size=batch_size, threads=threads)
+    classifier = Classifier.load(
+        model, backend="onnx", batch_size=batch_size, threads=threads, verify=verify
+    )
     classifier.predict_each(paths[:batch_size])  # warm-up
     t0 = time.perf_counter()
     results = classifier.predict_each(paths)
@@ -152,14 +154,18 @@ def run_benchmark(
     latency_runs: int = 100,
     runtimes: Sequence[str] = ("torch", "onnx_fp32", "onnx_int8"),
     threads: int | None = None,
+    verify: bool = True,
 ) -> dict[str, Any]:
-    """Measure every runtime on the same images; returns the JSON report."""
+    """Measure every runtime on the same images; returns the JSON report.
+
+    ``verify=False`` skips the package's sha256 check (here and in every child process).
+    """
 
     unknown = [r for r in runtimes if r not in RUNTIME_BACKENDS]
     if unknown:
         raise UsageError(f"unknown runtimes {unknown}; valid: {', '.join(RUNTIME_BACKENDS)}")
     model = str(Path(model).resolve())
-    package = load_package(model)
+    package = load_package(model, verify=verify)
     paths, source = find_images(package, images, num_images)
     # Preprocessing only: no runtime is loaded in this (parent) process.
     spec = package.spec
@@ -181,9 +187,9 @@ def run_benchmark(
                 continue
             report[name] = _in_child(
                 _measure_runtime, model, RUNTIME_BACKENDS[name], arrays_file, batch_size,
-                latency_runs, threads,
+                latency_runs, threads, verify,
             )  # fmt: skip
-    end_to_end = _in_child(_measure_end_to_end, model, paths, batch_size, threads)
+    end_to_end = _in_child(_measure_end_to_end, model, paths, batch_size, threads, verify)
     report["end_to_end_ips"] = end_to_end["end_to_end_ips"]
     report["end_to_end"] = end_to_end
     report["ratios"] = _ratios(report)

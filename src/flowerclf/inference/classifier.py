@@ -130,9 +130,15 @@ class Classifier:
         self._decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowerclf-decode")
 
     @classmethod
-    def load(cls, path: str | Path, backend: str = "onnx", **kwargs: Any) -> Classifier:
-        """Load the package in directory ``path`` (see ``flowerclf export``)."""
-        return cls(load_package(path), backend=backend, **kwargs)
+    def load(
+        cls, path: str | Path, backend: str = "onnx", verify: bool = True, **kwargs: Any
+    ) -> Classifier:
+        """Load the package in directory ``path`` (see ``flowerclf export``).
+
+        ``verify=False`` skips hashing the package's files against their recorded sha256
+        (development only; paths and links are checked either way).
+        """
+        return cls(load_package(path, verify=verify), backend=backend, **kwargs)
 
     @property
     def info(self) -> dict[str, Any]:

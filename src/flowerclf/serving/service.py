@@ -86,6 +86,7 @@ def load_classifier(settings: ServeSettings) -> ClassifierLike:
     classifier = Classifier.load(
         settings.model,
         backend=settings.backend,
+        verify=settings.verify_package,
         threads=settings.inference_threads,
         max_pixels=settings.max_pixels,
     )
@@ -225,4 +226,5 @@ class InferenceService:
         if self._gallery is None or image_id < 0:
             return None
         path = self._gallery / f"{image_id}.jpg"
-        return path if path.is_file() else None
+        # A link planted after the package was checked must not be followed.
+        return path if path.is_file() and not path.is_symlink() else None

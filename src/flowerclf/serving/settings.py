@@ -20,6 +20,9 @@ class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     model: Path | None = Field(None, description="model package directory (flowerclf export)")
+    verify_package: bool = Field(
+        True, description="check the package's files against their sha256 at load (false: dev)"
+    )
     backend: str = Field("onnx", description="onnx | onnx_int8 | torch | tensorrt")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
