@@ -5,6 +5,7 @@ Shared by evaluation and export, which both start from ``<run id | checkpoint>``
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from flowerclf.core.errors import RunNotFoundError
 from flowerclf.core.preprocess import PreprocessSpec
 from flowerclf.data.datamodule import FlowerDataModule
-from flowerclf.tracking import resolve_checkpoint
+from flowerclf.tracking import resolve_checkpoint, unsafe_checkpoint_error
 from flowerclf.training.module import FlowerClassifier
 
 
@@ -32,9 +33,12 @@ class TrainedRun:
 def load_trained(target: str) -> TrainedRun:
     """Run id or checkpoint -> the trained module (on CPU) and its run id."""
     checkpoint, run_id = resolve_checkpoint(target)
-    module = FlowerClassifier.load_from_checkpoint(
-        checkpoint, map_location="cpu", pretrained=False, input_mode="image", weights_only=False
-    )
+    try:  # plain data only: a checkpoint fetched from an artifact store must not run code
+        module = FlowerClassifier.load_from_checkpoint(
+            checkpoint, map_location="cpu", pretrained=False, input_mode="image", weights_only=True
+        )
+    except pickle.UnpicklingError as exc:
+        raise unsafe_checkpoint_error(checkpoint, exc) from None
     return TrainedRun(module, Path(checkpoint), run_id or module.config.get("run", {}).get("id"))
 
 

@@ -1,16 +1,18 @@
-"""MLflow helpers: where the store is, what a run records, where a run's checkpoint is."""
+"""MLflow helpers: where the store is, what a run records, where a run's checkpoint is, and
+how a checkpoint is read (as plain data only: one fetched from a store must not run code)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flowerclf.core.errors import RunNotFoundError
+from flowerclf.core.errors import RunNotFoundError, UnsafeCheckpointError
 from flowerclf.core.hardware import cpu_description
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,37 @@ def resolve_checkpoint(target: str) -> tuple[Path, str | None]:
     directory = Path(tempfile.mkdtemp(prefix="flowerclf-ckpt-"))
     downloaded = client.download_artifacts(target, artifacts[0], str(directory))
     return Path(downloaded), target
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents (tensors on CPU), unpickled with ``weights_only=True``.
+
+    flowerclf's checkpoints hold only tensors and plain data (the hyper-parameters are the
+    resolved config as a plain dict), so nothing needs allow-listing. Anything else (a class
+    instance, a function reference) could run code while unpickling and is refused.
+
+    Raises:
+        UnsafeCheckpointError: the file holds more than tensors and plain data.
+    """
+    import torch
+
+    try:
+        loaded: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise unsafe_checkpoint_error(path, exc) from None
+    return loaded
+
+
+def unsafe_checkpoint_error(path: str | Path, exc: Exception) -> UnsafeCheckpointError:
+    """The one-line error for a checkpoint that ``weights_only=True`` refused."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # torch explains at length; the line naming the refused object is the useful one.
+    reason = next((line for line in lines if "global" in line.lower()), lines[0] if lines else "")
+    reason = reason.split(" Please use")[0]
+    return UnsafeCheckpointError(
+        f"{path} holds more than tensors and plain data, so it was not loaded (unpickling it "
+        f"could run code; only load checkpoints written by flowerclf): {reason}"
+    )
 
 
 def existing_run_logger(run_id: str, tracking_uri: str | None) -> Any:

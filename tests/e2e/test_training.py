@@ -133,13 +133,13 @@ def test_resume_continues_the_same_run(workspace: Path, capsys: pytest.CaptureFi
 
     first = _train(capsys, workspace, "trainer.max_epochs=1", "logger.log_model=false")
     last_path = Path(first["run_dir"]) / "checkpoints" / "last.ckpt"
-    epochs_before = torch.load(last_path, weights_only=False)["epoch"]
+    epochs_before = torch.load(last_path, weights_only=True)["epoch"]
     resumed = _train(
         capsys, workspace, f"resume={first['run_id']}", "trainer.max_epochs=2",
         "logger.log_model=false",
     )  # fmt: skip
     assert resumed["run_id"] == first["run_id"]
-    assert torch.load(last_path, weights_only=False)["epoch"] > epochs_before
+    assert torch.load(last_path, weights_only=True)["epoch"] > epochs_before
     history = MlflowClient(first["tracking_uri"]).get_metric_history(first["run_id"], "val/acc")
     assert len(history) == 2
 
@@ -195,7 +195,7 @@ def test_partial_fine_tuning_keeps_the_trunk_frozen(
 
     result = _train(capsys, workspace, "logger=none", "trainer.tail_blocks=1", "seed=5")
     trained = FlowerClassifier.load_from_checkpoint(
-        result["checkpoint"], pretrained=False, weights_only=False
+        result["checkpoint"], pretrained=False, weights_only=True
     )
     # Rebuild the initial weights: same seed, nothing drawn before construction in train().
     seed_everything(5)
@@ -219,7 +219,7 @@ def test_init_from_starts_a_new_run_from_earlier_weights(
     )  # fmt: skip
     assert second["checkpoint"] != first["checkpoint"]
     load = lambda path: FlowerClassifier.load_from_checkpoint(  # noqa: E731
-        path, pretrained=False, weights_only=False
+        path, pretrained=False, weights_only=True
     )
     earlier, later = load(first["checkpoint"]), load(second["checkpoint"])
     before = dict(earlier.net.backbone.named_parameters())

@@ -31,7 +31,7 @@ from flowerclf.data.prepare import resolve_root
 from flowerclf.metrics.report import Predictions
 from flowerclf.models.preprocessing import spec_from_model_config
 from flowerclf.models.runners import torch_runner
-from flowerclf.tracking import resolve_checkpoint
+from flowerclf.tracking import load_checkpoint, resolve_checkpoint
 from flowerclf.training.baseline import train_majority
 from flowerclf.training.features import CachedSplit, build_feature_cache, features_dataset
 from flowerclf.training.module import FlowerClassifier
@@ -108,7 +108,7 @@ def _find_resume(
     if path.suffix == ".ckpt":
         if not path.is_file():
             raise RunNotFoundError(f"resume checkpoint {path} does not exist")
-        hparams = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]
+        hparams = load_checkpoint(path)["hyper_parameters"]
         return hparams["config"].get("run", {}).get("id"), path
     last = (fixed_run_dir or output_dir / "runs" / resume) / "checkpoints" / "last.ckpt"
     if not last.is_file():
@@ -126,7 +126,7 @@ def initialise_from(module: FlowerClassifier, target: str, arch: str) -> str:
     trainer mode); only the weights carry over. Returns a description for the run's tags.
     """
     checkpoint, run_id = resolve_checkpoint(target)
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    saved = load_checkpoint(checkpoint)
     hparams = saved["hyper_parameters"]
     saved_arch = hparams["config"]["model"]["arch"]
     if saved_arch != arch or list(hparams["classes"]) != module.classes:
@@ -302,15 +302,15 @@ def _fit(
                 int(module.config["seed"]),
             )
             train_loader, val_loader = _cached_loaders(caches, batch, seed)
-            trainer.fit(module, train_loader, val_loader, ckpt_path=resume_ckpt)
+            trainer.fit(module, train_loader, val_loader, ckpt_path=resume_ckpt, weights_only=True)
         else:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt, weights_only=True)
 
 
 def _load_best(module: FlowerClassifier, checkpoint_cb: ModelCheckpoint) -> Path:
     """Put the best epoch's weights back into ``module`` (on CPU); return its checkpoint."""
     best_path = Path(checkpoint_cb.best_model_path or checkpoint_cb.last_model_path)
-    state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
+    state = load_checkpoint(best_path)["state_dict"]
     module.load_state_dict(state)
     module.to("cpu")
     module.eval()
