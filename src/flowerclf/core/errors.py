@@ -82,6 +82,21 @@ class UnsafeCheckpointError(FlowerclfError, ValueError):
     """A checkpoint holds more than tensors and plain data, so it is not unpickled."""
 
 
+class TrainingInterruptedError(FlowerclfError, RuntimeError):
+    """Training stopped on a signal after saving a checkpoint; the message says how to resume.
+
+    The exit status is the shell's convention for death by that signal (130 for SIGINT).
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+    def __reduce__(self) -> tuple[type[TrainingInterruptedError], tuple[str, int]]:
+        return type(self), (str(self), self.signum)
+
+
 class WeightsUnavailableError(FlowerclfError, RuntimeError):
     """Pretrained weights were requested but cannot be obtained here."""
 

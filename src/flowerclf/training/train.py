@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
-from flowerclf.core.errors import RunNotFoundError, RunStateError
+from flowerclf.core.errors import RunNotFoundError, RunStateError, TrainingInterruptedError
 from flowerclf.core.preprocess import PreprocessSpec
 from flowerclf.data.datamodule import FlowerDataModule
 from flowerclf.data.prepare import resolve_root
@@ -34,6 +34,7 @@ from flowerclf.models.runners import torch_runner
 from flowerclf.tracking import load_checkpoint, resolve_checkpoint
 from flowerclf.training.baseline import train_majority
 from flowerclf.training.features import CachedSplit, build_feature_cache, features_dataset
+from flowerclf.training.interrupt import mark_interrupted, resumable_callbacks
 from flowerclf.training.module import FlowerClassifier
 from flowerclf.training.predict import FromTrunk, image_runner, predict_loader
 from flowerclf.training.run import (
@@ -196,7 +197,11 @@ def train(cfg: DictConfig) -> TrainResult:
     caches, cache_seconds = (None, 0.0)
     if cfg.trainer.mode == "cached":
         caches, cache_seconds = _feature_caches(context, module, spec)
-    _fit(trainer, module, datamodule, caches, resume_ckpt)
+    try:
+        _fit(trainer, module, datamodule, caches, resume_ckpt)
+    except TrainingInterruptedError:
+        mark_interrupted(context.logger, context.run_id)
+        raise
     best_path = _load_best(module, checkpoint_cb)
     predictions = _predict_splits(module, datamodule, caches)
     # Near zero when an earlier run's cache was reused: say so next to the total.
@@ -224,6 +229,7 @@ def _build_module(context: RunContext, spec: PreprocessSpec) -> FlowerClassifier
 
 def _make_trainer(cfg: DictConfig, context: RunContext) -> tuple[L.Trainer, ModelCheckpoint]:
     callbacks, checkpoint_cb = _callbacks(cfg, context.run_dir / "checkpoints")
+    callbacks += resumable_callbacks(int(cfg.seed), context.run_dir / "checkpoints", context.run_id)
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,

@@ -1,0 +1,156 @@
+"""What lets a training run survive being stopped: replayable epochs and clean interrupts.
+
+* :class:`EpochSeeding` reseeds every random stream an epoch draws from (Python, NumPy,
+  torch, the training DataLoader's shuffle and worker seeds) from ``(seed, epoch)`` at the
+  start of each epoch. An epoch therefore draws the same numbers whether the run went
+  through it in one go or resumed from the previous epoch's checkpoint after being killed:
+  ``resume=<run id>`` reaches the same weights and metrics as an uninterrupted run.
+* :class:`GracefulInterrupt` turns SIGINT (Ctrl+C) and SIGTERM (``kill``, a scheduler's
+  stop) into "finish this batch, save a checkpoint, exit with a message that says how to
+  resume" instead of Lightning's exit without a checkpoint. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from flowerclf.core.errors import TrainingInterruptedError
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "last.ckpt"
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_EPOCH_SEED_STRIDE = 1_000_003  # a prime: (seed, epoch) pairs do not collide in practice
+_SEED_MODULUS = 2**32
+
+
+def resumable_callbacks(seed: int, checkpoint_dir: Path, run_id: str | None) -> list[Callback]:
+    """The callbacks that make a run resumable: epoch seeding and graceful interrupts."""
+    return [EpochSeeding(seed), GracefulInterrupt(checkpoint_dir, resume_hint=run_id)]
+
+
+def mark_interrupted(logger: Any, run_id: str | None) -> None:
+    """Record an interrupted run as KILLED (Lightning has just marked it FAILED)."""
+    if logger is not None and run_id is not None:
+        logger.experiment.set_terminated(run_id, "KILLED")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch`` of a run seeded with ``seed``."""
+    return (seed + _EPOCH_SEED_STRIDE * (epoch + 1)) % _SEED_MODULUS
+
+
+class EpochSeeding(Callback):
+    """Reseed every random stream at the start of each training epoch (see module doc)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seed = epoch_seed(self.seed, trainer.current_epoch)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        # The loader's own generator drives its shuffle and its workers' seeds; the
+        # iterator is created after this hook, so the new state is the one it uses.
+        generator = getattr(trainer.train_dataloader, "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(seed)
+
+
+class GracefulInterrupt(Callback):
+    """On SIGINT/SIGTERM: save ``last.ckpt`` at the next safe point and stop the run.
+
+    Args:
+        checkpoint_dir: where the run's ``last.ckpt`` lives (``resume=`` reads it there).
+        resume_hint: what to pass as ``resume=`` (the run id, else the checkpoint path).
+    """
+
+    def __init__(self, checkpoint_dir: Path, resume_hint: str | None = None) -> None:
+        self.checkpoint_dir = checkpoint_dir
+        self.resume_hint = resume_hint
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    # --- signal handlers ------------------------------------------------------------------
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        if self.received is not None:  # asked twice: stop now, without a checkpoint
+            self._restore()
+            raise KeyboardInterrupt
+        self.received = signum
+        log.warning(
+            "%s received: saving a checkpoint after this batch (send it again to stop now)",
+            signal.Signals(signum).name,
+        )
+
+    def _install(self) -> None:
+        # Signal handlers can only be set from the main thread (a training started from a
+        # worker thread keeps the default behaviour).
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in HANDLED_SIGNALS:
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._handle)
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    # --- Lightning hooks ------------------------------------------------------------------
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.received = None
+        self._install()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Between epochs the previous epoch's last.ckpt is the exact place to resume from.
+        if self.received is not None:
+            last = self.checkpoint_dir / LAST_CHECKPOINT
+            if not last.is_file():  # interrupted before the first epoch ended
+                trainer.save_checkpoint(last)
+            self._stop(trainer, last, self.received)
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if self.received is not None:
+            last = self.checkpoint_dir / LAST_CHECKPOINT
+            trainer.save_checkpoint(last)
+            self._stop(trainer, last, self.received)
+
+    def _stop(self, trainer: L.Trainer, checkpoint: Path, signum: int) -> None:
+        name = signal.Signals(signum).name
+        resume = self.resume_hint or str(checkpoint)
+        raise TrainingInterruptedError(
+            f"training stopped by {name} in epoch {trainer.current_epoch} (step "
+            f"{trainer.global_step}); checkpoint saved to {checkpoint}. Continue with the same "
+            f"command plus resume={resume}",
+            signum=signum,
+        )
