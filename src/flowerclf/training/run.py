@@ -8,9 +8,12 @@ directory, and logs all of it to the MLflow run.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,13 @@ from flowerclf.core.metric_names import LOGGED_METRICS
 from flowerclf.data.datamodule import FlowerDataModule, prepared_raw_dir
 from flowerclf.metrics.embeddings import EMBEDDINGS_FILE, knn_accuracy, save_embeddings
 from flowerclf.metrics.report import Predictions, write_evaluation
-from flowerclf.tracking import flatten, hardware_description, resolve_tracking_uri, run_tags
+from flowerclf.tracking import (
+    flatten,
+    hardware_description,
+    resolve_tracking_uri,
+    run_tags,
+    sqlite_store_path,
+)
 from flowerclf.training.predict import run_history, write_history
 
 EVAL_SPLITS = ("val", "test")
@@ -76,14 +85,46 @@ def make_logger(cfg: DictConfig, run_id: str | None) -> tuple[MLFlowLogger | Non
         return None, None
     uri = resolve_tracking_uri(cfg.logger.tracking_uri)
     run_name = cfg.logger.run_name or f"{cfg.data.name}-{cfg.model.name}-{loss_name(cfg)}"
-    logger = MLFlowLogger(
-        experiment_name=cfg.logger.experiment_name,
-        run_name=run_name,
-        tracking_uri=uri,
-        run_id=run_id,
-        log_model=False,
-    )
+    with store_setup_lock(uri):
+        logger = MLFlowLogger(
+            experiment_name=cfg.logger.experiment_name,
+            run_name=run_name,
+            tracking_uri=uri,
+            run_id=run_id,
+            log_model=False,
+        )
+        _ = logger.experiment  # creates the schema, the experiment and the run now, locked
     return logger, uri
+
+
+@contextmanager
+def store_setup_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold an exclusive lock (across processes) on a SQLite store while a run is opened.
+
+    MLflow creates a new SQLite store's tables, and an experiment on first use, without
+    locking: two runs starting together on one store race, and one dies ("table ... already
+    exists", "UNIQUE constraint failed: experiments.name"). Under this lock the second run
+    finds both made. Everything a run writes later is a short transaction that SQLite's
+    busy timeout serialises. Other stores (a tracking server, a database server) handle
+    concurrency themselves; so does nothing on platforms without ``fcntl`` (Windows).
+    """
+    database = sqlite_store_path(tracking_uri)
+    try:
+        import fcntl  # POSIX only
+    except ImportError:
+        fcntl = None  # type: ignore[assignment]
+    if database is None or fcntl is None:
+        yield
+        return
+    # In the temporary directory, not next to the database: nothing to clean up or ignore.
+    key = hashlib.sha256(str(database).encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"flowerclf-mlflow-{key}.lock"
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_directory(cfg: DictConfig, output_dir: Path, run_id: str | None) -> Path:
