@@ -15,21 +15,16 @@ from flowerclf.core.package_format import DESCRIPTOR_FILE
 from flowerclf.inference.classifier import Classifier
 from flowerclf.serving.app import create_app
 from flowerclf.serving.settings import ServeSettings
-from tests.helpers.colour_package import build_colour_package, solid
-
-
-@pytest.fixture(scope="module")
-def built_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_colour_package(tmp_path_factory.mktemp("colour") / "package")
+from tests.helpers.colour_package import solid
 
 
 @pytest.fixture
-def package(built_package: Path, tmp_path: Path) -> Path:
-    """A fresh copy, with checksums recorded as an export records them."""
+def package(colour_package: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the shared package, with checksums recorded as an export records them."""
     root = tmp_path / "package"
     root.mkdir()
-    for source in built_package.rglob("*"):
-        target = root / source.relative_to(built_package)
+    for source in colour_package.rglob("*"):
+        target = root / source.relative_to(colour_package)
         if source.is_dir():
             target.mkdir(exist_ok=True)
         else:

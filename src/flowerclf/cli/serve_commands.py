@@ -35,9 +35,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = ServeSettings()
     if settings.model is None:
         raise UsageError("no model package given: pass --model DIR or set FLOWERCLF_SERVE_MODEL")
-    load_package(
-        settings.model, verify=settings.verify_package
-    )  # fail here, with a clear message, not in every worker
+    # Fail here, with a clear message, not in every worker.
+    load_package(settings.model, verify=settings.verify_package)
     uvicorn.run(
         "flowerclf.serving.app:app_from_env",
         factory=True,
