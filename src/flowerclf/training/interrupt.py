@@ -1,5 +1,9 @@
 """What lets a training run survive being stopped: replayable epochs and clean interrupts.
 
+* :func:`latest_epoch_checkpoint` writes ``last.ckpt`` after every epoch's validation, where
+  Lightning's own ``save_last`` would (Lightning rewrites that file only when the monitored
+  metric improves, so after a crash ``resume=`` would go back to the last improvement,
+  however many epochs ago).
 * :class:`EpochSeeding` reseeds every random stream an epoch draws from (Python, NumPy,
   torch, the training DataLoader's shuffle and worker seeds) from ``(seed, epoch)`` at the
   start of each epoch. An epoch therefore draws the same numbers whether the run went
@@ -23,7 +27,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from flowerclf.core.errors import TrainingInterruptedError
 
@@ -37,7 +41,11 @@ _SEED_MODULUS = 2**32
 
 def resumable_callbacks(seed: int, checkpoint_dir: Path, run_id: str | None) -> list[Callback]:
     """The callbacks that make a run resumable: epoch seeding and graceful interrupts."""
-    return [EpochSeeding(seed), GracefulInterrupt(checkpoint_dir, resume_hint=run_id)]
+    return [
+        latest_epoch_checkpoint(checkpoint_dir),
+        EpochSeeding(seed),
+        GracefulInterrupt(checkpoint_dir, resume_hint=run_id),
+    ]
 
 
 def mark_interrupted(logger: Any, run_id: str | None) -> None:
@@ -51,22 +59,48 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed + _EPOCH_SEED_STRIDE * (epoch + 1)) % _SEED_MODULUS
 
 
+def latest_epoch_checkpoint(checkpoint_dir: Path) -> ModelCheckpoint:
+    """``last.ckpt`` after every epoch (atomically): Lightning's unmonitored top-1 checkpoint.
+
+    The run's best-epoch checkpoint must then not also write ``last.ckpt``
+    (``save_last=False``), or Lightning would version one of them as ``last-v1.ckpt``.
+    """
+    return ModelCheckpoint(
+        dirpath=checkpoint_dir,
+        filename=Path(LAST_CHECKPOINT).stem,
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,  # the same file, rewritten, also when resuming
+    )
+
+
 class EpochSeeding(Callback):
     """Reseed every random stream at the start of each training epoch (see module doc)."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
+        self._first_epoch_of_fit = True
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._first_epoch_of_fit = True
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seed = epoch_seed(self.seed, trainer.current_epoch)
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        # The loader's own generator drives its shuffle and its workers' seeds; the
-        # iterator is created after this hook, so the new state is the one it uses.
+        # The loader's own generator drives its shuffle and its workers' seeds.
         generator = getattr(trainer.train_dataloader, "generator", None)
         if isinstance(generator, torch.Generator):
             generator.manual_seed(seed)
+        if self._first_epoch_of_fit:
+            # Lightning opens (and prefetches from) the first epoch's iterator of each fit
+            # before this hook, and every later epoch's after it; reopen it so that every
+            # epoch, resumed or not, draws its data after the reseed.
+            self._first_epoch_of_fit = False
+            fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+            if fetcher is not None:
+                iter(fetcher)
 
 
 class GracefulInterrupt(Callback):

@@ -152,7 +152,7 @@ def _callbacks(cfg: DictConfig, checkpoint_dir: Path) -> tuple[list[Any], ModelC
         filename="best",
         monitor=stopping.monitor,
         mode=stopping.mode,
-        save_last=True,
+        save_last=False,  # last.ckpt is written every epoch by the resumable callbacks
         save_top_k=1,
         auto_insert_metric_name=False,
     )
@@ -315,7 +315,9 @@ def _fit(
 
 def _load_best(module: FlowerClassifier, checkpoint_cb: ModelCheckpoint) -> Path:
     """Put the best epoch's weights back into ``module`` (on CPU); return its checkpoint."""
-    best_path = Path(checkpoint_cb.best_model_path or checkpoint_cb.last_model_path)
+    best_path = Path(
+        checkpoint_cb.best_model_path or Path(str(checkpoint_cb.dirpath)) / "last.ckpt"
+    )
     state = load_checkpoint(best_path)["state_dict"]
     module.load_state_dict(state)
     module.to("cpu")
