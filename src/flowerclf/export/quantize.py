@@ -25,7 +25,7 @@ import numpy as np
 
 from flowerclf.core.errors import UsageError
 from flowerclf.core.package_format import INPUT_NAME
-from flowerclf.export.onnx_export import run_onnx
+from flowerclf.export.onnx_model import run_onnx
 
 log = logging.getLogger(__name__)
 
