@@ -1,0 +1,177 @@
+"""The export as named steps: which steps the options select, what each one writes, and
+that a failing check leaves nothing behind; the one torch -> ONNX exporter."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from flowerclf.core.errors import ExportError
+from flowerclf.core.package_format import (
+    DESCRIPTOR_FILE,
+    EMBEDDINGS_FILE,
+    ONNX_INT8_FILE,
+    load_package,
+)
+from flowerclf.export import steps as export_steps
+from flowerclf.export.onnx_model import check_onnx_model, cpu_session, run_in_batches
+from flowerclf.export.options import ExportOptions
+from flowerclf.export.package_writer import export_package
+from flowerclf.export.steps import EXPORT_STEPS, TENSORRT_OFF_REASON, planned_steps
+from flowerclf.models.runners import export_onnx
+from tests.helpers.packages import TrainedPackage
+
+REPO = Path(__file__).resolve().parents[2]
+# Every optional part off: the package is weights, ONNX, embeddings, config and metrics.
+MINIMAL = {"int8": "none", "tensorrt": "off", "triton": False, "mlflow": False, "gallery": False}
+
+
+# --- which steps run -------------------------------------------------------------------
+
+
+def _names(options: ExportOptions) -> list[str]:
+    return [step.name for step in planned_steps(options)]
+
+
+def test_default_options_run_every_step_onnx_first_and_mlflow_last():
+    names = _names(ExportOptions())
+    assert names == [step.name for step in EXPORT_STEPS]
+    onnx = names.index("onnx")
+    for reader in ("onnx_parity", "embeddings", "int8", "triton", "tensorrt"):
+        assert names.index(reader) > onnx, reader
+    assert names[-1] == "mlflow"
+    assert [s.name for s in EXPORT_STEPS if s.reads_package] == ["mlflow"]
+
+
+@pytest.mark.parametrize(
+    ("options", "skipped"),
+    [
+        ({"int8": "none"}, {"int8"}),
+        ({"triton": False}, {"triton"}),
+        ({"mlflow": False}, {"mlflow"}),
+        (MINIMAL, {"int8", "triton", "mlflow"}),
+    ],
+)
+def test_options_leave_out_exactly_their_steps(options: dict, skipped: set[str]):
+    every = _names(ExportOptions())
+    assert _names(ExportOptions(**options)) == [n for n in every if n not in skipped]
+
+
+def test_tensorrt_off_records_why_without_building(tmp_path: Path):
+    # The tensorrt step always runs: its check says whether there is an engine and why not.
+    context = _FakeContext(tmp_path, ExportOptions(tensorrt="off"))
+    result = export_steps.write_tensorrt(context)  # type: ignore[arg-type]
+    assert result.files == {}
+    assert result.checks == {"tensorrt": {"built": False, "reason": TENSORRT_OFF_REASON}}
+    assert list(tmp_path.iterdir()) == []
+
+
+class _FakeContext:
+    def __init__(self, staging: Path, options: ExportOptions) -> None:
+        self.staging = staging
+        self.options = options
+
+
+# --- the one exporter ------------------------------------------------------------------
+
+
+class _TwoHeads(nn.Module):
+    """logits and L2-normalised embeddings: the exporter leaves the latter's width symbolic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3)
+        self.head = nn.Linear(6, 4)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.conv(images).mean(dim=(2, 3))
+        return self.head(features), nn.functional.normalize(features, dim=1)
+
+
+def test_export_onnx_gives_named_outputs_with_real_widths_and_dynamic_batch(tmp_path: Path):
+    import onnx
+
+    torch.manual_seed(0)
+    net = _TwoHeads().eval()
+    path = export_onnx(net, tmp_path / "m.onnx", 16, ["logits", "embeddings"])
+    check_onnx_model(path)
+    graph = onnx.load(str(path)).graph
+    shapes = {
+        o.name: [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim]
+        for o in graph.output
+    }
+    assert shapes == {"logits": ["batch", 4], "embeddings": ["batch", 6]}
+    images = np.random.default_rng(0).standard_normal((5, 3, 16, 16)).astype(np.float32)
+    logits, embeddings = run_in_batches(cpu_session(path), images, ["logits", "embeddings"], 2)
+    with torch.inference_mode():
+        want_logits, want_embeddings = net(torch.from_numpy(images))
+    np.testing.assert_allclose(logits, want_logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(embeddings, want_embeddings.numpy(), atol=1e-5)
+
+
+def test_only_the_exporter_calls_torch_onnx_export():
+    call = re.compile(r"torch\.onnx\.export\s*\(")
+    callers = sorted(
+        str(path.relative_to(REPO))
+        for folder in ("src", "scripts", "tests")
+        for path in (REPO / folder).rglob("*.py")
+        if call.search(path.read_text())
+    )
+    assert callers == ["src/flowerclf/models/runners.py"]
+
+
+# --- real exports of the tiny trained run ----------------------------------------------
+
+
+@pytest.mark.slow
+def test_minimal_export_writes_only_the_asked_for_files_with_the_same_descriptor_keys(
+    model_package: TrainedPackage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # A chunk that is not a multiple of the ONNX batch: the index must not depend on it.
+    monkeypatch.setattr(export_steps, "EMBEDDING_CHUNK", 7)
+    options = ExportOptions(**MINIMAL, data_root=str(model_package.root / "data"))
+    package = export_package(str(model_package.checkpoint), tmp_path / "minimal", options)
+
+    descriptor = package.descriptor
+    assert descriptor["files"] == {
+        "weights": "weights.safetensors", "onnx": "model.onnx", "embeddings": EMBEDDINGS_FILE,
+        "config": "config.yaml", "metrics": "metrics.json",
+    }  # fmt: skip
+    assert sorted(p.name for p in package.root.iterdir()) == sorted(
+        [*descriptor["files"].values(), DESCRIPTOR_FILE]
+    )
+    assert not (package.root / ONNX_INT8_FILE).exists()
+    assert set(descriptor["checks"]) == {"onnx_parity", "tensorrt"}
+    assert descriptor["checks"]["tensorrt"]["reason"] == TENSORRT_OFF_REASON
+    full = json.loads((model_package.package / DESCRIPTOR_FILE).read_text())
+    assert list(descriptor) == [key for key in full if key != "mlflow"]
+    assert descriptor["model"] == full["model"] and descriptor["outputs"] == full["outputs"]
+
+    ours = np.load(package.require("embeddings"))
+    reference = np.load(model_package.package / EMBEDDINGS_FILE)
+    np.testing.assert_array_equal(ours["ids"], reference["ids"])
+    np.testing.assert_allclose(ours["embeddings"], reference["embeddings"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_failing_parity_check_stops_the_export_and_leaves_nothing_at_out(
+    model_package: TrainedPackage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    real_check = export_steps.check_parity
+
+    def impossible_tolerance(*args: object, **kwargs: object):
+        return real_check(*args, **kwargs, atol=-1.0)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(export_steps, "check_parity", impossible_tolerance)
+    out = tmp_path / "never"
+    options = ExportOptions(**MINIMAL, data_root=str(model_package.root / "data"))
+    with pytest.raises(ExportError, match="disagrees with PyTorch"):
+        export_package(str(model_package.checkpoint), out, options)
+    assert list(tmp_path.iterdir()) == []  # neither the package nor its staging directory
+    load_package(model_package.package)  # the fixture's package is untouched
