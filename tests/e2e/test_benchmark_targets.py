@@ -90,3 +90,15 @@ def test_missing_targets_file_is_a_file_not_found_error(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
         load_targets(tmp_path / "nowhere.json")
     assert json.loads(PROJECT_TARGETS.read_text())["about"]  # the file says what it is
+
+
+def test_the_cli_reports_a_bad_targets_file_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from flowerclf.cli.main import main
+
+    bad = tmp_path / "targets.json"
+    bad.write_text('{"targets": {"p50_ms": 5}}')
+    assert main(["benchmark", "--model", str(tmp_path), "--targets", str(bad)]) != 0
+    err = capsys.readouterr().err
+    assert "unknown figure 'p50_ms'" in err and "Traceback" not in err

@@ -216,7 +216,11 @@ def register(
         ),
     )
     bench.add_argument("--model", help=f"model package directory (default ${MODEL_ENV})")
-    bench.add_argument("--images", help="image directory (default: the package's test images)")
+    bench.add_argument(
+        "--images",
+        help="image directory (default: the images of the package's dataset, all splits; "
+        "else its gallery thumbnails)",
+    )
     bench.add_argument("--num-images", type=int, default=256)
     bench.add_argument("--batch-size", type=int, default=32)
     bench.add_argument("--latency-runs", type=int, default=100)
