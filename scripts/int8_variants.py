@@ -75,7 +75,7 @@ def main() -> None:
             out = Path(tmp) / f"{name}.onnx"
             quantize_int8(package.require("onnx"), out, calibration, **options)  # type: ignore[arg-type]
             result = compare_int8(
-                package.require("onnx"), out, test_images, labels, str(options["method"]),
+                package.require("onnx"), out, [test_images], labels, str(options["method"]),
                 len(chosen),
             )  # fmt: skip
             report[name] = result.to_dict()

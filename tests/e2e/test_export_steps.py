@@ -17,12 +17,19 @@ from flowerclf.core.package_format import (
     DESCRIPTOR_FILE,
     EMBEDDINGS_FILE,
     ONNX_INT8_FILE,
+    OUTPUT_NAMES,
     load_package,
 )
 from flowerclf.export import steps as export_steps
-from flowerclf.export.onnx_model import check_onnx_model, cpu_session, run_in_batches
+from flowerclf.export.onnx_model import (
+    PackageGraph,
+    check_onnx_model,
+    cpu_session,
+    run_in_batches,
+)
 from flowerclf.export.options import ExportOptions
 from flowerclf.export.package_writer import export_package
+from flowerclf.export.quantize import compare_int8, quantize_int8
 from flowerclf.export.steps import EXPORT_STEPS, TENSORRT_OFF_REASON, planned_steps
 from flowerclf.models.runners import export_onnx
 from tests.helpers.packages import TrainedPackage
@@ -126,6 +133,24 @@ def test_only_the_exporter_calls_torch_onnx_export():
     assert callers == ["src/flowerclf/models/runners.py"]
 
 
+def test_int8_comparison_does_not_depend_on_how_the_images_are_chunked(tmp_path: Path):
+    torch.manual_seed(0)
+    fp32 = export_onnx(PackageGraph(_TwoHeads()), tmp_path / "m.onnx", 16, OUTPUT_NAMES)
+    images = np.random.default_rng(1).standard_normal((40, 3, 16, 16)).astype(np.float32)
+    int8 = quantize_int8(fp32, tmp_path / "m.int8.onnx", images[:16], "static")
+    check_onnx_model(int8)
+    labels = np.arange(40) % 4
+    whole = compare_int8(fp32, int8, [images], labels, "static", 16)
+    chunked = compare_int8(fp32, int8, np.array_split(images, 3), labels, "static", 16)
+    (probabilities,) = run_in_batches(cpu_session(fp32), images, ["probabilities"])
+    assert whole.fp32_accuracy == pytest.approx(float((probabilities.argmax(1) == labels).mean()))
+    for field in ("num_images", "fp32_accuracy", "int8_accuracy", "top1_agreement"):
+        assert getattr(chunked, field) == getattr(whole, field), field
+    assert whole.num_images == 40 and whole.fp32_ips > 0 and whole.int8_ips > 0
+    with pytest.raises(ValueError, match="40 images but 39 labels"):
+        compare_int8(fp32, int8, [images], labels[:39], "static", 16)
+
+
 # --- real exports of the tiny trained run ----------------------------------------------
 
 
@@ -134,7 +159,7 @@ def test_minimal_export_writes_only_the_asked_for_files_with_the_same_descriptor
     model_package: TrainedPackage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     # A chunk that is not a multiple of the ONNX batch: the index must not depend on it.
-    monkeypatch.setattr(export_steps, "EMBEDDING_CHUNK", 7)
+    monkeypatch.setattr(export_steps, "IMAGE_CHUNK", 7)
     options = ExportOptions(**MINIMAL, data_root=str(model_package.root / "data"))
     package = export_package(str(model_package.checkpoint), tmp_path / "minimal", options)
 

@@ -3,14 +3,14 @@
 A step is a small function ``ExportContext -> StepResult``: it writes its files into the
 staging directory and returns their descriptor keys and the checks it ran. The context
 carries the trained run, its prepared dataset, the options and the staging directory,
-and decodes the evaluation images once for every step that needs them.
+and gives the steps the dataset's images preprocessed, a bounded chunk at a time.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -25,11 +25,16 @@ from flowerclf.core.package_format import ONNX_FILE
 from flowerclf.core.preprocess import PreprocessSpec
 from flowerclf.data.datamodule import FlowerDataModule, prepared_raw_dir
 from flowerclf.data.manifest import ManifestRow
-from flowerclf.export.dataset_images import preprocess_rows
+from flowerclf.export.dataset_images import iter_preprocessed, preprocess_rows
 from flowerclf.export.options import ExportOptions
 from flowerclf.runs import TrainedRun
 
 log = logging.getLogger(__name__)
+
+# Dataset images decoded and run at a time by the steps that go through a whole split:
+# bounds their memory (a multiple of the ONNX batch, so the batches are those of one pass
+# over all images).
+IMAGE_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -127,10 +132,16 @@ class ExportContext:
     def eval_rows(self) -> list[ManifestRow]:
         return self.datamodule.split_rows(self.eval_split)
 
-    @cached_property
-    def eval_images(self) -> np.ndarray:
-        """The evaluation split, preprocessed, decoded once for parity and int8."""
-        return preprocess_rows(self.eval_rows, self.raw_dir, self.spec, f"decode {self.eval_split}")
+    def eval_images(self, limit: int) -> np.ndarray:
+        """The first ``limit`` evaluation images, preprocessed (in memory)."""
+        rows = self.eval_rows[:limit]
+        return preprocess_rows(rows, self.raw_dir, self.spec, f"decode {self.eval_split}")
+
+    def iter_eval_images(self) -> Iterator[np.ndarray]:
+        """The whole evaluation split, preprocessed, ``IMAGE_CHUNK`` images at a time."""
+        return iter_preprocessed(
+            self.eval_rows, self.raw_dir, self.spec, f"decode {self.eval_split}", IMAGE_CHUNK
+        )
 
     @cached_property
     def eval_labels(self) -> np.ndarray:

@@ -2,13 +2,12 @@
 
 The export itself is :func:`flowerclf.models.runners.export_onnx` (the project's only
 ``torch.onnx.export`` call); here are the module it exports (:class:`PackageGraph`), the
-``onnx.checker`` pass, the parity check against eager PyTorch on real images, and a
-batched ONNX Runtime runner the checks, the int8 comparison and the embeddings index use.
+``onnx.checker`` pass, the parity check against eager PyTorch on real images, and the
+batched ONNX Runtime calls the checks, the int8 comparison and the embeddings index use.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -74,23 +73,6 @@ def run_in_batches(
     return [np.concatenate([chunk[k] for chunk in chunks]) for k in range(len(outputs))]
 
 
-def run_onnx(
-    path: Path, images: np.ndarray, outputs: Sequence[str], batch: int = RUN_BATCH
-) -> tuple[list[np.ndarray], float]:
-    """Run ``images`` through the model at ``path`` in batches (ONNX Runtime, CPU).
-
-    Returns:
-        The named outputs, concatenated, and the throughput in images/s (after one
-        warm-up batch, which is not timed).
-    """
-    session = cpu_session(path)
-    run_in_batches(session, images[:batch], outputs, batch)  # warm-up
-    started = time.perf_counter()
-    merged = run_in_batches(session, images, outputs, batch)
-    seconds = time.perf_counter() - started
-    return merged, len(images) / max(seconds, 1e-9)
-
-
 @dataclass(frozen=True)
 class ParityReport:
     """ONNX Runtime vs PyTorch on the same preprocessed real images."""
@@ -114,7 +96,8 @@ def check_parity(
     with torch.inference_mode():
         logits, torch_emb = net(torch.from_numpy(batch))
         torch_probs = logits.softmax(dim=1).numpy()
-    (onnx_probs, onnx_emb), _ = run_onnx(onnx_path, batch, ["probabilities", "embeddings"])
+    session = cpu_session(onnx_path)
+    onnx_probs, onnx_emb = run_in_batches(session, batch, ["probabilities", "embeddings"])
     agreement = float((torch_probs.argmax(1) == onnx_probs.argmax(1)).mean())
     prob_diff = float(np.abs(torch_probs - onnx_probs).max())
     emb_diff = float(np.abs(torch_emb.numpy() - onnx_emb).max())

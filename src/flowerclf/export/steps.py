@@ -29,7 +29,7 @@ from flowerclf.core.package_format import (
     WEIGHTS_FILE,
     load_package,
 )
-from flowerclf.export.context import ExportContext, ExportStep, StepResult
+from flowerclf.export.context import IMAGE_CHUNK, ExportContext, ExportStep, StepResult
 from flowerclf.export.dataset_images import iter_preprocessed, preprocess_rows
 from flowerclf.export.mlflow_model import log_pyfunc, save_pyfunc
 from flowerclf.export.onnx_model import (
@@ -45,9 +45,6 @@ from flowerclf.export.tensorrt import build_engine
 from flowerclf.export.triton import write_triton_repository
 from flowerclf.models.runners import export_onnx
 
-# Training images decoded and embedded at a time: bounds the index step's memory
-# (a multiple of the ONNX batch, so the batches are those of one pass over all images).
-EMBEDDING_CHUNK = 256
 TENSORRT_OFF_REASON = "disabled (--tensorrt off)"
 
 
@@ -73,7 +70,7 @@ def check_onnx_parity(context: ExportContext) -> StepResult:
     Raises:
         ExportError: top-1 answers differ or probabilities differ beyond tolerance.
     """
-    images = context.eval_images[: context.options.parity_images]
+    images = context.eval_images(context.options.parity_images)
     parity = check_parity(context.net, context.onnx_path, images)
     split = context.eval_split
     context.say(
@@ -103,7 +100,7 @@ def write_similarity_index(context: ExportContext) -> StepResult:
         files["gallery"] = GALLERY_DIR
     session = cpu_session(context.onnx_path)
     chunks = iter_preprocessed(
-        rows, context.raw_dir, context.spec, "embed training images", EMBEDDING_CHUNK, gallery
+        rows, context.raw_dir, context.spec, "embed training images", IMAGE_CHUNK, gallery
     )
     embedded = [run_in_batches(session, images, ["embeddings"])[0] for images in chunks]
     embeddings = (
@@ -133,9 +130,9 @@ def write_int8(context: ExportContext) -> StepResult:
     context.say(f"int8 ({method}) quantisation, calibrated on {len(chosen)} training images")
     int8_path = context.staging / ONNX_INT8_FILE
     quantize_int8(context.onnx_path, int8_path, calibration, method)
-    del calibration  # the evaluation images are next; keep one set in memory
+    del calibration  # the evaluation images are next
     report = compare_int8(
-        context.onnx_path, int8_path, context.eval_images, context.eval_labels, method,
+        context.onnx_path, int8_path, context.iter_eval_images(), context.eval_labels, method,
         len(chosen),
     )  # fmt: skip
     split = context.eval_split
