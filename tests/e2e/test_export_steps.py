@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from flowerclf import Classifier
 from flowerclf.core.errors import ExportError
 from flowerclf.core.package_format import (
     DESCRIPTOR_FILE,
@@ -200,3 +201,19 @@ def test_a_failing_parity_check_stops_the_export_and_leaves_nothing_at_out(
         export_package(str(model_package.checkpoint), out, options)
     assert list(tmp_path.iterdir()) == []  # neither the package nor its staging directory
     load_package(model_package.package)  # the fixture's package is untouched
+
+
+@pytest.mark.slow
+def test_dynamic_int8_step_writes_its_model_without_calibration(
+    model_package: TrainedPackage, tmp_path: Path
+):
+    options = ExportOptions(
+        **(MINIMAL | {"int8": "dynamic"}), data_root=str(model_package.root / "data")
+    )
+    package = export_package(str(model_package.checkpoint), tmp_path / "dynamic", options)
+    assert package.descriptor["files"]["onnx_int8"] == ONNX_INT8_FILE
+    check = package.descriptor["checks"]["int8"]
+    assert check["method"] == "dynamic" and check["calibration_images"] == 0
+    assert check["num_images"] > 0 and 0 <= check["int8_accuracy"] <= 1
+    image = sorted(model_package.images.rglob("*.jpg"))[0]
+    assert Classifier.load(package.root, backend="onnx_int8").predict(image).predicted_class

@@ -121,19 +121,23 @@ def write_similarity_index(context: ExportContext) -> StepResult:
 
 def write_int8(context: ExportContext) -> StepResult:
     """An int8 copy of the ONNX model, compared with fp32 on the evaluation images."""
-    options, rows = context.options, context.train_rows
-    method = options.int8
-    chosen = calibration_indices(len(rows), options.calibration_images, options.seed)
-    calibration = preprocess_rows(
-        [rows[i] for i in chosen], context.raw_dir, context.spec, "decode calibration images"
-    )
-    context.say(f"int8 ({method}) quantisation, calibrated on {len(chosen)} training images")
+    options, rows, method = context.options, context.train_rows, context.options.int8
+    calibration = None
+    if method == "static":  # dynamic quantisation has no activation ranges to calibrate
+        chosen = calibration_indices(len(rows), options.calibration_images, options.seed)
+        calibration = preprocess_rows(
+            [rows[i] for i in chosen], context.raw_dir, context.spec, "decode calibration images"
+        )
+        context.say(f"int8 (static) quantisation, calibrated on {len(chosen)} training images")
+    else:
+        context.say(f"int8 ({method}) quantisation")
+    calibrated_on = 0 if calibration is None else len(calibration)
     int8_path = context.staging / ONNX_INT8_FILE
     quantize_int8(context.onnx_path, int8_path, calibration, method)
     del calibration  # the evaluation images are next
     report = compare_int8(
         context.onnx_path, int8_path, context.iter_eval_images(), context.eval_labels, method,
-        len(chosen),
+        calibrated_on,
     )  # fmt: skip
     split = context.eval_split
     context.say(
