@@ -1,9 +1,8 @@
-"""The export as named steps: which steps the options select, what each one writes, and
-that a failing check leaves nothing behind; the one torch -> ONNX exporter."""
+"""The export as named steps (which steps the options select, what a step returns), the
+one torch -> ONNX exporter, and the int8 comparison; real exports: tests/e2e."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -12,15 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from flowerclf import Classifier
-from flowerclf.core.errors import ExportError
-from flowerclf.core.package_format import (
-    DESCRIPTOR_FILE,
-    EMBEDDINGS_FILE,
-    ONNX_INT8_FILE,
-    OUTPUT_NAMES,
-    load_package,
-)
+from flowerclf.core.package_format import OUTPUT_NAMES
 from flowerclf.export import steps as export_steps
 from flowerclf.export.onnx_model import (
     PackageGraph,
@@ -29,13 +20,11 @@ from flowerclf.export.onnx_model import (
     run_in_batches,
 )
 from flowerclf.export.options import ExportOptions
-from flowerclf.export.package_writer import export_package
 from flowerclf.export.quantize import compare_int8, quantize_int8
 from flowerclf.export.steps import EXPORT_STEPS, TENSORRT_OFF_REASON, planned_steps
 from flowerclf.models.runners import export_onnx
-from tests.helpers.packages import TrainedPackage
+from tests.helpers.paths import REPO_ROOT
 
-REPO = Path(__file__).resolve().parents[2]
 # Every optional part off: the package is weights, ONNX, embeddings, config and metrics.
 MINIMAL = {"int8": "none", "tensorrt": "off", "triton": False, "mlflow": False, "gallery": False}
 
@@ -126,9 +115,9 @@ def test_export_onnx_gives_named_outputs_with_real_widths_and_dynamic_batch(tmp_
 def test_only_the_exporter_calls_torch_onnx_export():
     call = re.compile(r"torch\.onnx\.export\s*\(")
     callers = sorted(
-        str(path.relative_to(REPO))
+        str(path.relative_to(REPO_ROOT))
         for folder in ("src", "scripts", "tests")
-        for path in (REPO / folder).rglob("*.py")
+        for path in (REPO_ROOT / folder).rglob("*.py")
         if call.search(path.read_text())
     )
     assert callers == ["src/flowerclf/models/runners.py"]
@@ -150,70 +139,3 @@ def test_int8_comparison_does_not_depend_on_how_the_images_are_chunked(tmp_path:
     assert whole.num_images == 40 and whole.fp32_ips > 0 and whole.int8_ips > 0
     with pytest.raises(ValueError, match="40 images but 39 labels"):
         compare_int8(fp32, int8, [images], labels[:39], "static", 16)
-
-
-# --- real exports of the tiny trained run ----------------------------------------------
-
-
-@pytest.mark.slow
-def test_minimal_export_writes_only_the_asked_for_files_with_the_same_descriptor_keys(
-    model_package: TrainedPackage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    # A chunk that is not a multiple of the ONNX batch: the index must not depend on it.
-    monkeypatch.setattr(export_steps, "IMAGE_CHUNK", 7)
-    options = ExportOptions(**MINIMAL, data_root=str(model_package.root / "data"))
-    package = export_package(str(model_package.checkpoint), tmp_path / "minimal", options)
-
-    descriptor = package.descriptor
-    assert descriptor["files"] == {
-        "weights": "weights.safetensors", "onnx": "model.onnx", "embeddings": EMBEDDINGS_FILE,
-        "config": "config.yaml", "metrics": "metrics.json",
-    }  # fmt: skip
-    assert sorted(p.name for p in package.root.iterdir()) == sorted(
-        [*descriptor["files"].values(), DESCRIPTOR_FILE]
-    )
-    assert not (package.root / ONNX_INT8_FILE).exists()
-    assert set(descriptor["checks"]) == {"onnx_parity", "tensorrt"}
-    assert descriptor["checks"]["tensorrt"]["reason"] == TENSORRT_OFF_REASON
-    full = json.loads((model_package.package / DESCRIPTOR_FILE).read_text())
-    assert list(descriptor) == [key for key in full if key != "mlflow"]
-    assert descriptor["model"] == full["model"] and descriptor["outputs"] == full["outputs"]
-
-    ours = np.load(package.require("embeddings"))
-    reference = np.load(model_package.package / EMBEDDINGS_FILE)
-    np.testing.assert_array_equal(ours["ids"], reference["ids"])
-    np.testing.assert_allclose(ours["embeddings"], reference["embeddings"], atol=1e-5)
-
-
-@pytest.mark.slow
-def test_a_failing_parity_check_stops_the_export_and_leaves_nothing_at_out(
-    model_package: TrainedPackage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    real_check = export_steps.check_parity
-
-    def impossible_tolerance(*args: object, **kwargs: object):
-        return real_check(*args, **kwargs, atol=-1.0)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(export_steps, "check_parity", impossible_tolerance)
-    out = tmp_path / "never"
-    options = ExportOptions(**MINIMAL, data_root=str(model_package.root / "data"))
-    with pytest.raises(ExportError, match="disagrees with PyTorch"):
-        export_package(str(model_package.checkpoint), out, options)
-    assert list(tmp_path.iterdir()) == []  # neither the package nor its staging directory
-    load_package(model_package.package)  # the fixture's package is untouched
-
-
-@pytest.mark.slow
-def test_dynamic_int8_step_writes_its_model_without_calibration(
-    model_package: TrainedPackage, tmp_path: Path
-):
-    options = ExportOptions(
-        **(MINIMAL | {"int8": "dynamic"}), data_root=str(model_package.root / "data")
-    )
-    package = export_package(str(model_package.checkpoint), tmp_path / "dynamic", options)
-    assert package.descriptor["files"]["onnx_int8"] == ONNX_INT8_FILE
-    check = package.descriptor["checks"]["int8"]
-    assert check["method"] == "dynamic" and check["calibration_images"] == 0
-    assert check["num_images"] > 0 and 0 <= check["int8_accuracy"] <= 1
-    image = sorted(model_package.images.rglob("*.jpg"))[0]
-    assert Classifier.load(package.root, backend="onnx_int8").predict(image).predicted_class
