@@ -310,10 +310,11 @@ def _format_errors(schema: type[BaseModel], exc: ValidationError, prefix: str = 
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
-SECTIONS: dict[str, type[FrozenSection]] = {
+# Section name -> its schema (data, model, augment, trainer, loss, logger, paths).
+SECTIONS: dict[str, type[BaseModel]] = {
     name: model
     for name, field in FlowerclfConfig.model_fields.items()
-    if (model := _nested_model(field.annotation)) is not None  # type: ignore[misc]
+    if (model := _nested_model(field.annotation)) is not None
 }
 
 
@@ -329,7 +330,7 @@ def validate_as(schema: type[_Model], values: Any, prefix: str = "") -> _Model:
         raise ConfigError(_format_errors(schema, exc, prefix)) from None
 
 
-def validate_section(section: str, values: Mapping[str, Any]) -> FrozenSection:
+def validate_section(section: str, values: Mapping[str, Any]) -> BaseModel:
     """Validate one section (``data``, ``loss``...); raise :class:`ConfigError` if invalid."""
     return validate_as(SECTIONS[section], values, prefix=section)
 
