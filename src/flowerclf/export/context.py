@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flowerclf.config.schema import RunConfig
 from flowerclf.core.package_format import ONNX_FILE
 from flowerclf.core.preprocess import PreprocessSpec
 from flowerclf.data.datamodule import FlowerDataModule, prepared_raw_dir
@@ -85,7 +86,13 @@ class ExportContext:
 
     @property
     def config(self) -> dict[str, Any]:
+        """The run's config as plain values (what the package's config.yaml records)."""
         return self.run.config
+
+    @property
+    def settings(self) -> RunConfig:
+        """The run's typed config."""
+        return self.run.settings
 
     @property
     def classes(self) -> list[str]:
@@ -97,12 +104,11 @@ class ExportContext:
 
     @property
     def tracking_uri(self) -> str | None:
-        uri = self.config.get("run", {}).get("tracking_uri")
-        return str(uri) if uri else None
+        return self.settings.run.tracking_uri
 
     @property
     def package_name(self) -> str:
-        return f"{self.config['data']['name']}-{self.config['model']['name']}"
+        return f"{self.settings.data.name}-{self.settings.model.name}"
 
     @cached_property
     def embedding_dim(self) -> int:

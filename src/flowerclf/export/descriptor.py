@@ -42,7 +42,7 @@ def build_descriptor(context: ExportContext, results: Iterable[StepResult]) -> d
         checks |= result.checks
         entries |= result.entries
     staging, spec, classes = context.staging, context.spec, context.classes
-    model_cfg = context.config["model"]
+    model_cfg = context.settings.model
     embedding_dim = context.embedding_dim
     datamodule = context.datamodule
     return {
@@ -55,10 +55,10 @@ def build_descriptor(context: ExportContext, results: Iterable[StepResult]) -> d
         "classes": classes,
         "preprocess": spec.to_dict(),
         "model": {
-            "name": model_cfg["name"],
-            "arch": model_cfg["arch"],
+            "name": model_cfg.name,
+            "arch": model_cfg.arch,
             "embedding_dim": embedding_dim,
-            "drop_rate": float(model_cfg.get("drop_rate", 0.0)),
+            "drop_rate": float(model_cfg.drop_rate),
             "pretrained": False,
             "weights": None,
         },
@@ -78,7 +78,7 @@ def build_descriptor(context: ExportContext, results: Iterable[StepResult]) -> d
             "run_id": context.run.run_id,
             "tracking_uri": context.tracking_uri,
             "checkpoint": str(context.run.checkpoint),
-            "dataset": context.config["data"]["name"],
+            "dataset": context.settings.data.name,
             "manifest_sha256": datamodule.manifest_sha256,
             "train_splits": list(datamodule.train_splits),
             "image_root": str(context.raw_dir),

@@ -76,7 +76,7 @@ def run_steps(context: ExportContext) -> list[StepResult]:
 def _run_tags(run: TrainedRun) -> dict[str, str] | None:
     """The run's MLflow tags, or None when there is no run or the store does not have it
     (e.g. a checkpoint pulled with `dvc pull` into a clone whose mlflow.db never saw it)."""
-    tracking_uri = run.config.get("run", {}).get("tracking_uri")
+    tracking_uri = run.settings.run.tracking_uri
     if not run.run_id or not tracking_uri:
         return None
     from mlflow.exceptions import MlflowException
@@ -104,6 +104,6 @@ def _check_same_dataset(
         raise ExportError(
             f"the prepared dataset changed since run {run.run_id} was trained (manifest "
             f"sha256 {manifest_sha256[:12]} != {trained_on[:12]}): re-prepare it with the run's "
-            f"data settings and seed ({run.config['data']['name']}, "
-            f"seed={run.config['seed']}) so the parity, int8 and index use the right split"
+            f"data settings and seed ({run.settings.data.name}, "
+            f"seed={run.settings.seed}) so the parity, int8 and index use the right split"
         )

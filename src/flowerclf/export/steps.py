@@ -194,13 +194,12 @@ def write_training_config(context: ExportContext) -> StepResult:
 
 def write_training_metrics(context: ExportContext) -> StepResult:
     """The run's final metrics (empty when the run directory is gone)."""
-    metrics = _run_metrics(context.config, context.run.checkpoint)
+    metrics = _run_metrics(context.settings.run.dir, context.run.checkpoint)
     (context.staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     return StepResult(files={"metrics": METRICS_FILE}, entries={"metrics": metrics})
 
 
-def _run_metrics(config: dict[str, Any], checkpoint: Path) -> dict[str, float]:
-    run_dir = config.get("run", {}).get("dir")
+def _run_metrics(run_dir: str | None, checkpoint: Path) -> dict[str, float]:
     for candidate in (Path(run_dir) if run_dir else None, checkpoint.parent.parent):
         if candidate is not None and (candidate / METRICS_FILE).is_file():
             return dict(json.loads((candidate / METRICS_FILE).read_text()))
