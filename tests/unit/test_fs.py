@@ -65,8 +65,14 @@ def test_failed_staging_keeps_the_old_directory(tmp_path: Path) -> None:
 def test_replace_directory_never_deletes_before_the_new_tree_is_in_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
 ) -> None:
-    if not exchange:
-        monkeypatch.setattr(fs, "_exchange", lambda first, second: False)
+    exchanged = []
+    real_exchange = fs._exchange
+
+    def recording_exchange(first: Path, second: Path) -> bool:
+        exchanged.append(real_exchange(first, second) if exchange else False)
+        return exchanged[-1]
+
+    monkeypatch.setattr(fs, "_exchange", recording_exchange)
     destination, new = tmp_path / "data", tmp_path / "new"
     destination.mkdir()
     (destination / "old.txt").write_text("old")
@@ -81,6 +87,8 @@ def test_replace_directory_never_deletes_before_the_new_tree_is_in_place(
 
     monkeypatch.setattr(fs.shutil, "rmtree", watching_rmtree)
     replace_directory(new, destination)
+    if exchange and exchanged != [True]:
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
     assert sorted(p.name for p in destination.iterdir()) == ["new.txt"]
     assert not any(removed_while_missing)
     assert [p.name for p in tmp_path.iterdir()] == ["data"]

@@ -12,7 +12,6 @@ model package mounted into a container that runs as another user must stay reada
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -95,12 +94,11 @@ def fsync_tree(root: Path) -> None:
 
 def _exchange(first: Path, second: Path) -> bool:
     """Atomically swap two existing paths (Linux ``renameat2``); False where unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
     try:
-        renameat2 = ctypes.CDLL(libc_name, use_errno=True).renameat2
-    except (OSError, AttributeError):
+        # The symbols already loaded into this process, libc's included: no library search
+        # (ctypes.util.find_library would start a subprocess on every call).
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):
         return False
     result = renameat2(
         _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
