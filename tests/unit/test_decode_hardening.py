@@ -36,28 +36,37 @@ SIDE_9400 = 9400  # 88.4 MP: under the old 89.5 MP default limit, over the new o
 _MEASURE = textwrap.dedent(
     """
     import json, resource, sys, time
+    from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
     from flowerclf.core.imaging import ImageDecodeError, decode_rgb
     data = Path(sys.argv[1]).read_bytes()
     kwargs = json.loads(sys.argv[2])
+    threads = int(sys.argv[3])
+
+    def decode(_):
+        try:
+            return list(decode_rgb(data, **kwargs).image.size), None
+        except ImageDecodeError as exc:
+            return None, exc.kind
+
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    try:
-        size, kind = list(decode_rgb(data, **kwargs).image.size), None
-    except ImageDecodeError as exc:
-        size, kind = None, exc.kind
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(decode, range(threads)))
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    size, kind = results[0]
     print(json.dumps({"size": size, "kind": kind, "seconds": seconds,
                       "growth_mb": (peak - before) / 1024}))
     """
 )
 
 
-def measure_decode(path: Path, **kwargs: object) -> dict[str, object]:
-    """Decode ``path`` in a fresh interpreter; the result size or error kind, time, RSS growth."""
+def measure_decode(path: Path, threads: int = 1, **kwargs: object) -> dict[str, object]:
+    """Decode ``path`` in a fresh interpreter (``threads`` times at once); the result size or
+    error kind, seconds, and the growth of peak RSS in MB."""
     done = subprocess.run(
-        [sys.executable, "-c", _MEASURE, str(path), json.dumps(kwargs)],
+        [sys.executable, "-c", _MEASURE, str(path), json.dumps(kwargs), str(threads)],
         capture_output=True,
         text=True,
         check=True,
@@ -91,6 +100,17 @@ def test_16bit_9400px_png_shrinks_while_decoding_for_inference(png_16bit_9400: P
     assert small["size"] is not None and min(small["size"]) >= REDUCING_GAP * 256
     assert max(small["size"]) < SIDE_9400 // 8
     assert small["growth_mb"] < 400, small
+
+
+@pytest.mark.slow  # three full decodes one after another: ~10-25 s on a busy 2-core box
+def test_three_concurrent_9400px_decodes_stay_within_the_decode_budget(
+    png_16bit_9400: Path,
+) -> None:
+    # Issue: three at once took 6.2 GB. The process-wide DecodeBudget (100 MP in flight)
+    # lets only one 88 MP decode run at a time, so three cost what one costs.
+    three = measure_decode(png_16bit_9400, threads=3, max_pixels=89_478_485)
+    assert three["size"] == [SIDE_9400, SIDE_9400]
+    assert three["growth_mb"] < 1200, three
 
 
 def test_default_pixel_limit_refuses_9400px_png_from_its_header(png_16bit_9400: Path) -> None:
