@@ -341,6 +341,9 @@ def _pillow_errors(what: str) -> Iterator[None]:
     except MemoryError:
         raise
     except Exception as exc:  # any parser failure on untrusted bytes, see the docstring
+        # Kept at debug level with its traceback: should one of these ever be a flowerclf
+        # bug rather than a bad file, `--verbose` shows where it came from.
+        log.debug("decode failed: %s", what, exc_info=True)
         detail = str(exc) or type(exc).__name__
         raise ImageDecodeError(f"{what}: {detail}") from None
 
