@@ -1,9 +1,10 @@
-"""Re-make the README inference-speed table from `flowerclf benchmark --json`.
+"""Measure inference speed with `flowerclf benchmark --json` and render it as a table.
 
     python scripts/benchmark_table.py run --model DIR [--images DIR]   # -> results/benchmark.json
-    python scripts/benchmark_table.py readme                           # table -> README.md
+    python scripts/benchmark_table.py table                            # print the table
 
 The JSON output of the benchmark is stored verbatim; the table is rendered only from it.
+`python scripts/results.py docs` (`make results`) puts it on the docs' results page.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import sys
 from pathlib import Path
 
 RESULTS_FILE = Path(__file__).resolve().parents[1] / "results" / "benchmark.json"
-START, END = "<!-- benchmark-table:start -->", "<!-- benchmark-table:end -->"
 
 
 def run(model: str, images: str | None) -> None:
@@ -32,8 +32,9 @@ def run(model: str, images: str | None) -> None:
     RESULTS_FILE.write_text(json.dumps(report, indent=2) + "\n")
 
 
-def table() -> str:
-    report = json.loads(RESULTS_FILE.read_text())
+def table(report: dict | None = None) -> str:
+    """Markdown for a stored benchmark report (default: results/benchmark.json)."""
+    report = json.loads(RESULTS_FILE.read_text()) if report is None else report
     lines = [
         f"Model `{report['model']}`, {report['hardware']}, {report['threads']} threads, "
         f"{report['images']['count']} images, batch {report['batch_size']}; "
@@ -71,14 +72,6 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def write_readme() -> None:
-    readme = RESULTS_FILE.parents[1] / "README.md"
-    text = readme.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
@@ -86,14 +79,11 @@ def main() -> None:
     run_parser.add_argument("--model", required=True)
     run_parser.add_argument("--images")
     sub.add_parser("table")
-    sub.add_parser("readme")
     args = parser.parse_args()
     if args.action == "run":
         run(args.model, args.images)
-    elif args.action == "table":
-        print(table())
     else:
-        write_readme()
+        print(table())
 
 
 if __name__ == "__main__":

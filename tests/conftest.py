@@ -6,14 +6,19 @@ Importable helpers live in :mod:`tests.helpers`; this file holds fixtures only.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from flowerclf.serving.app import create_app
+from flowerclf.serving.settings import ServeSettings
+from tests.helpers.colour_package import build_colour_package
 from tests.helpers.images import build_folder_dataset, encode, make_photo
 from tests.helpers.packages import TrainedPackage, train_and_export
 from tests.helpers.paths import SHARED_DATA_ENV, shared_data_dir
+from tests.helpers.server import LiveServer, run_server
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +60,24 @@ def folder_dataset(tmp_path: Path) -> Path:
 def model_package(tmp_path_factory: pytest.TempPathFactory) -> TrainedPackage:
     """Session-scoped: the export and inference tests (and the service tests) share it."""
     return train_and_export(tmp_path_factory.mktemp("model-package"))
+
+
+@pytest.fixture(scope="session")
+def colour_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A package whose answers are known (the mean colour decides the class)."""
+    return build_colour_package(tmp_path_factory.mktemp("colour") / "package")
+
+
+@pytest.fixture
+def client(colour_package: Path) -> Iterator[TestClient]:
+    """The real app on the colour package, in process (lifespan run by the client)."""
+    app = create_app(ServeSettings(model=colour_package, max_body_bytes=2 * 1024 * 1024))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def live_server(colour_package: Path) -> Iterator[LiveServer]:
+    """A real ``flowerclf serve`` process on a free port, shared by the process tests."""
+    with run_server(colour_package, ["--max-body-bytes", str(2 * 1024 * 1024)]) as server:
+        yield server

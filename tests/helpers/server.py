@@ -16,7 +16,9 @@ from pathlib import Path
 
 import httpx
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+from tests.helpers.paths import REPO_ROOT
+
+SRC = REPO_ROOT / "src"
 _RUNNING = re.compile(r"Uvicorn running on (http://[\w.\[\]:]+)")
 
 

@@ -243,6 +243,10 @@ def test_wrong_weights_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_unreachable_hub_weights_say_how_to_provide_them(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", "/nonexistent-flowerclf-test")
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: without this the test waits for
+    # network timeouts (~45 s here) when an earlier test imported it.
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(WeightsUnavailableError, match="model.weights=") as info:
         create_backbone("resnet18", pretrained=True, weights=None)
     assert "model.pretrained=false" in str(info.value)

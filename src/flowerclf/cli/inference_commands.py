@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import sys
@@ -14,6 +15,9 @@ from flowerclf.core.errors import UsageError
 
 MODEL_ENV = "FLOWERCLF_MODEL"
 PROGRESS_THRESHOLD = 64  # images; below this a bar is noise
+ONNX_RUNTIMES = ("onnx_fp32", "onnx_int8")
+# The eager PyTorch runtime needs the training extra (torch and timm).
+TORCH_RUNTIME_MODULES = ("torch", "timm")
 
 
 def _parse_export_options(options: list[str]) -> dict[str, str]:
@@ -120,6 +124,17 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def default_runtimes() -> list[str]:
+    """Every runtime this install can run: PyTorch only where the training extra is."""
+    if all(importlib.util.find_spec(module) for module in TORCH_RUNTIME_MODULES):
+        return ["torch", *ONNX_RUNTIMES]
+    sys.stderr.write(
+        "benchmark: ONNX Runtime only; PyTorch is not installed (pip install 'flowerclf[train]' "
+        "adds the torch runtime)\n"
+    )
+    return list(ONNX_RUNTIMES)
+
+
 def _benchmark(args: argparse.Namespace) -> int:
     from flowerclf.inference.benchmark import format_report, run_benchmark
 
@@ -129,7 +144,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         num_images=args.num_images,
         batch_size=args.batch_size,
         latency_runs=args.latency_runs,
-        runtimes=args.runtimes.split(","),
+        runtimes=args.runtimes.split(",") if args.runtimes else default_runtimes(),
         threads=args.threads,
     )
     sys.stdout.write(json.dumps(report) + "\n" if args.json else format_report(report))
@@ -172,7 +187,7 @@ def register(
     export.add_argument("--parity-images", type=int, default=50)
     export.add_argument("--calibration-images", type=int, default=256)
     export.add_argument("--json", action="store_true", help="one-line JSON summary")
-    export.set_defaults(handler=_export)
+    export.set_defaults(handler=_export, extra="export")
 
     predict = commands.add_parser(
         "predict",
@@ -204,7 +219,10 @@ def register(
     bench.add_argument("--num-images", type=int, default=256)
     bench.add_argument("--batch-size", type=int, default=32)
     bench.add_argument("--latency-runs", type=int, default=100)
-    bench.add_argument("--runtimes", default="torch,onnx_fp32,onnx_int8")
+    bench.add_argument(
+        "--runtimes",
+        help="comma-separated, from torch,onnx_fp32,onnx_int8 (default: all that are installed)",
+    )
     bench.add_argument("--threads", type=int, default=None, help="default: physical cores")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=_benchmark)

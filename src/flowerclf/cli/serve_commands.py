@@ -104,7 +104,7 @@ def register(
     serve.add_argument(
         "--micro-batch", type=_bool, metavar="BOOL", help="group concurrent requests (false)"
     )
-    serve.set_defaults(handler=_serve)
+    serve.set_defaults(handler=_serve, extra="serve")
 
     ui = commands.add_parser(
         "ui",
@@ -116,7 +116,7 @@ def register(
     source.add_argument("--model", type=Path, help="model package directory (in-process)")
     ui.add_argument("--port", type=int, default=8501, help="port (default 8501)")
     ui.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    ui.set_defaults(handler=_ui)
+    ui.set_defaults(handler=_ui, extra="ui")
 
     load = commands.add_parser(
         "loadtest",
@@ -138,4 +138,4 @@ def register(
     load.add_argument("--micro-batch", type=_bool, default=False, metavar="BOOL")
     load.add_argument("--no-baseline", action="store_true", help="skip the in-process figure")
     load.add_argument("--json", action="store_true", help="print one JSON object")
-    load.set_defaults(handler=_loadtest)
+    load.set_defaults(handler=_loadtest, extra="serve")

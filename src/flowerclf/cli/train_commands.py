@@ -65,7 +65,7 @@ def register(
         "--json", action="store_true", help="print one JSON object as the last stdout line"
     )
     add_overrides(train)
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=_train, extra="train")
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -79,4 +79,4 @@ def register(
     evaluate.add_argument("target", help="MLflow run id or checkpoint path")
     evaluate.add_argument("options", nargs="*", metavar="KEY=VALUE", help="split=test etc.")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
-    evaluate.set_defaults(handler=_evaluate)
+    evaluate.set_defaults(handler=_evaluate, extra="train")

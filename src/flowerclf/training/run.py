@@ -188,7 +188,7 @@ def finish_run(
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(dict(saved_config))))
     hardware = hardware_description()
     # The hardware string goes to the file only (MLflow metrics are numbers): with the
-    # wall-clock time it is what the README results table quotes for each row.
+    # wall-clock time it is what the results tables (README, docs/results.md) quote for each row.
     (run_dir / "metrics.json").write_text(
         json.dumps({**metrics, "hardware": hardware}, indent=2) + "\n"
     )

@@ -11,9 +11,10 @@ from streamlit.testing.v1 import AppTest
 
 from flowerclf.ui.clients import UI_ENV_API, UI_ENV_MODEL, examples
 from tests.helpers.colour_package import split
+from tests.helpers.paths import REPO_ROOT
 from tests.helpers.server import LiveServer
 
-PAGE = Path(__file__).resolve().parents[2] / "src" / "flowerclf" / "ui" / "app.py"
+PAGE = REPO_ROOT / "src" / "flowerclf" / "ui" / "app.py"
 
 
 def png(image: Image.Image) -> bytes:
