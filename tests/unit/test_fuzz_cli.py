@@ -15,14 +15,13 @@ from flowerclf.cli.main import main
 from flowerclf.core.imaging import ImageDecodeError, decode_rgb
 from flowerclf.core.package_format import load_package
 from tests.helpers.fuzz import mutations
-from tests.helpers.packages import TrainedPackage
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's "corrupt EXIF" notes
 def test_predict_folder_of_fuzzed_images_answers_every_file(
-    model_package: TrainedPackage, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    colour_package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    package = load_package(model_package.package)
+    package = load_package(colour_package)
     target = package.spec.resize_size
     folder = tmp_path / "fuzzed"
     folder.mkdir()
@@ -36,7 +35,7 @@ def test_predict_folder_of_fuzzed_images_answers_every_file(
         except ImageDecodeError:
             decodable[str(path)] = False
 
-    status = main(["predict", str(folder), "--model", str(model_package.package)])
+    status = main(["predict", str(folder), "--model", str(colour_package)])
 
     captured = capsys.readouterr()
     lines = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
