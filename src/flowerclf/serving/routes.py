@@ -56,7 +56,7 @@ def _upload_body(json_model: type, field: str = "file", many: bool = False) -> d
     return {"requestBody": {"required": True, "content": content}}
 
 
-IMAGE_ERRORS = _errors(413, 415, 422, 503)
+IMAGE_ERRORS = _errors(408, 413, 415, 422, 503)  # 408: body deadline, 503: overloaded
 
 v1 = APIRouter(prefix="/v1", tags=["inference"])
 ops = APIRouter(tags=["operations"])
