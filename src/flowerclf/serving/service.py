@@ -191,7 +191,11 @@ class InferenceService:
             release_free_memory()  # the decode's frames are gone: hand their memory back
 
     def _decode_and_preprocess(self, data: bytes) -> np.ndarray:
-        image = decode_upload(data, self.settings.max_pixels)  # preprocess bounds the aspect
+        # Shrink while decoding to what preprocessing resizes to anyway (test doubles of the
+        # classifier may have no spec: they decode at full size).
+        spec = getattr(self.classifier, "spec", None)
+        target = getattr(spec, "resize_size", None)
+        image = decode_upload(data, self.settings.max_pixels, target)  # preprocess bounds aspect
         try:
             return self.classifier.preprocess(image)
         except ValueError as exc:  # e.g. the image is too small to resize
