@@ -70,7 +70,7 @@ loadtest: ## 2,000 requests at concurrency 8 against a local server for MODEL (I
 	$(BIN)/flowerclf loadtest --model $(MODEL) $(if $(IMAGES),--images $(IMAGES)) --requests 2000 --concurrency 8 --json
 
 bench: ## benchmark MODEL: PyTorch vs ONNX Runtime fp32 / int8 (JSON)
-	$(BIN)/flowerclf benchmark --model $(MODEL) --json
+	$(BIN)/flowerclf benchmark --model $(MODEL) --json --targets scripts/benchmark_targets.json
 
 results: ## re-render docs/results.md and the README summary from the DVC metrics and results/*.json (no training)
 	$(BIN)/python scripts/results.py readme

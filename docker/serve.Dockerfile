@@ -25,11 +25,20 @@ COPY src ./src
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
+# Why 0.0.0.0: inside the container 127.0.0.1 is the container's own loopback, which
+# `docker run -p` cannot forward to; the container's network namespace is the boundary.
+# Publish only where you mean to (`-p 127.0.0.1:8000:8000` keeps it on the host), and
+# before publishing further set an API key (`-e FLOWERCLF_SERVE_API_KEY=...` or a secret):
+# then every route but /health and /ready (the probes) needs `Authorization: Bearer KEY`
+# or `X-API-Key: KEY`. /docs, /openapi.json and /metrics are off here; turn them on with
+# FLOWERCLF_SERVE_DOCS=true / FLOWERCLF_SERVE_METRICS=true (behind the key, if one is set).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     FLOWERCLF_SERVE_MODEL=/model \
     FLOWERCLF_SERVE_HOST=0.0.0.0 \
-    FLOWERCLF_SERVE_PORT=8000
+    FLOWERCLF_SERVE_PORT=8000 \
+    FLOWERCLF_SERVE_DOCS=false \
+    FLOWERCLF_SERVE_METRICS=false
 COPY docker/constraints-serve.txt /tmp/constraints-serve.txt
 COPY --from=build /wheels /tmp/wheels
 # The wheel path with [serve]: pip takes the dependencies from the wheel's own metadata

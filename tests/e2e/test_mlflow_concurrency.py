@@ -25,15 +25,13 @@ PROCESSES = 3
 
 def _open_log_and_close(tracking_uri: str, barrier: object, index: int) -> str:
     """Child process: open a run the way ``flowerclf train`` does, log, end it."""
-    from omegaconf import OmegaConf
-
+    from flowerclf.config import compose_config
     from flowerclf.training.run import make_logger
 
-    cfg = OmegaConf.create({
-        "logger": {"enabled": True, "tracking_uri": tracking_uri, "run_name": f"run-{index}",
-                   "experiment_name": "concurrent"},
-        "data": {"name": "tiny"}, "model": {"name": "cnn"}, "loss": {"embedding": "none"},
-    })  # fmt: skip
+    cfg = compose_config([
+        f"logger.tracking_uri={tracking_uri}", f"logger.run_name=run-{index}",
+        "logger.experiment_name=concurrent",
+    ])  # fmt: skip
     barrier.wait()  # type: ignore[attr-defined]  # all open the store at the same moment
     logger, _ = make_logger(cfg, None)
     assert logger is not None

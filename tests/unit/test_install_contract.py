@@ -16,8 +16,9 @@ import pytest
 from packaging.version import Version
 
 from flowerclf.cli import extras, inference_commands, train_commands
-from flowerclf.cli.extras import MissingExtraError, missing_requirements
+from flowerclf.cli.extras import missing_requirements
 from flowerclf.cli.main import build_parser, main
+from flowerclf.core.errors import MissingExtraError
 from tests.helpers.colour_package import solid
 from tests.helpers.extras import CLI_IN_PROCESS, HEAVY, declared, optional_dependencies
 from tests.helpers.paths import REPO_ROOT

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 
-from flowerclf.core.errors import FlowerclfError
+from flowerclf.core.errors import MissingExtraError
 
 DISTRIBUTION = "flowerclf"
 # How the message names each extra ("needs the training extra").
@@ -24,10 +24,6 @@ MAX_NAMED = 4  # missing distributions named in the message; the rest are counte
 # `name[extra,...] (specifier); marker`, as Requires-Dist writes it.
 _REQUIREMENT = re.compile(r"\s*(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[(?P<extras>[^\]]*)\])?")
 _ONLY_EXTRA_MARKER = re.compile(r"""^\s*extra\s*==\s*["'](?P<extra>[^"']+)["']\s*$""")
-
-
-class MissingExtraError(FlowerclfError):
-    """A command needs an optional part of flowerclf that is not installed."""
 
 
 def missing_extra_error(command: str, extra: str, missing: Sequence[str]) -> MissingExtraError:

@@ -140,7 +140,7 @@ def default_runtimes() -> list[str]:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from flowerclf.inference.benchmark import format_report, run_benchmark
+    from flowerclf.inference.benchmark import format_report, load_targets, run_benchmark
 
     report = run_benchmark(
         _resolve_model(args.model),
@@ -151,6 +151,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         runtimes=args.runtimes.split(",") if args.runtimes else default_runtimes(),
         threads=args.threads,
         verify=not args.no_verify,
+        targets=load_targets(args.targets) if args.targets else None,
     )
     sys.stdout.write(json.dumps(report) + "\n" if args.json else format_report(report))
     return 0
@@ -221,7 +222,11 @@ def register(
         ),
     )
     bench.add_argument("--model", help=f"model package directory (default ${MODEL_ENV})")
-    bench.add_argument("--images", help="image directory (default: the package's test images)")
+    bench.add_argument(
+        "--images",
+        help="image directory (default: the images of the package's dataset, all splits; "
+        "else its gallery thumbnails)",
+    )
     bench.add_argument("--num-images", type=int, default=256)
     bench.add_argument("--batch-size", type=int, default=32)
     bench.add_argument("--latency-runs", type=int, default=100)
@@ -230,6 +235,11 @@ def register(
         help="comma-separated, from torch,onnx_fp32,onnx_int8 (default: all that are installed)",
     )
     bench.add_argument("--threads", type=int, default=None, help="default: physical cores")
+    bench.add_argument(
+        "--targets", metavar="FILE",
+        help='JSON goals, {"targets": {figure: goal}}, marked met or not in the report '
+        "(this project's: scripts/benchmark_targets.json)",
+    )  # fmt: skip
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--no-verify", action="store_true", help=NO_VERIFY_HELP)
     bench.set_defaults(handler=_benchmark)

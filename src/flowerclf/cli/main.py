@@ -40,12 +40,9 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_show(args: argparse.Namespace) -> int:
-    from omegaconf import OmegaConf
-
     from flowerclf.config import compose_config
 
-    cfg = compose_config(args.overrides, args.config)
-    sys.stdout.write(OmegaConf.to_yaml(cfg, resolve=True))
+    sys.stdout.write(compose_config(args.overrides, args.config).to_yaml())
     return EXIT_OK
 
 

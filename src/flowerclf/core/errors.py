@@ -111,3 +111,7 @@ class TensorRTUnavailableError(FlowerclfError, RuntimeError):
 
 class ServiceError(FlowerclfError, RuntimeError):
     """A server flowerclf started or talks to did not come up or answer as it should."""
+
+
+class MissingExtraError(FlowerclfError):
+    """A command needs an optional part of flowerclf (an install extra) that is missing."""
