@@ -12,6 +12,7 @@ The package has the same layout as ``flowerclf export`` writes (descriptor, ONNX
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -60,6 +61,10 @@ def split(top: str, bottom: str, size: tuple[int, int] = (40, 40)) -> Image.Imag
     return image
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def build_colour_package(root: Path, gallery_per_class: int = 4) -> Path:
     """Write the package into ``root`` (created) and return it."""
     root.mkdir(parents=True, exist_ok=True)
@@ -105,6 +110,13 @@ def build_colour_package(root: Path, gallery_per_class: int = 4) -> Path:
         },
         "metrics": {"test/accuracy": 1.0},
         "files": {"onnx": "model.onnx", "embeddings": "embeddings.npz", "gallery": "gallery"},
+    }
+    # Checksums as an export records them (plus the gallery's), so loading verifies it all.
+    descriptor["sha256"] = {
+        key: _sha256(root / name) for key, name in descriptor["files"].items() if key != "gallery"
+    }
+    descriptor["sha256_tree"] = {
+        f"gallery/{path.name}": _sha256(path) for path in sorted(gallery.iterdir())
     }
     (root / "flowerclf-model.json").write_text(json.dumps(descriptor, indent=2))
     return root

@@ -70,12 +70,13 @@ def test_intact_package_verifies_and_names_the_files_without_checksums(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     root = _package(tmp_path / "pkg")
-    with caplog.at_level(logging.WARNING, logger="flowerclf.core.package_format"):
+    with caplog.at_level(logging.INFO, logger="flowerclf.core.package_format"):
         package = load_package(root)
     assert set(package.verification.verified) == {"model.onnx", "weights.safetensors"}
     assert package.verification.unverified == ("gallery/100.jpg", "gallery/101.jpg")
     assert not package.verification.skipped
     assert "gallery/ (2 files)" in caplog.text
+    assert caplog.records[-1].levelno == logging.INFO  # only directory members: a note
 
 
 def test_overwritten_model_onnx_is_refused_naming_the_file(tmp_path: Path) -> None:
@@ -130,6 +131,7 @@ def test_package_exported_without_checksums_still_loads_and_says_so(
     assert package.verification.verified == ()
     assert len(package.verification.unverified) == 4
     assert "model.onnx" in caplog.text and "not verified" in caplog.text
+    assert caplog.records[-1].levelno == logging.WARNING  # the model itself is unchecked
 
 
 def test_stale_checksum_of_a_file_the_package_no_longer_names_is_ignored(tmp_path: Path) -> None:

@@ -167,15 +167,27 @@ def load_package(path: str | Path, verify: bool = True) -> ModelPackage:
     verification = (
         verify_checksums(root, descriptor, members) if verify else Verification(skipped=True)
     )
+    _report(root, descriptor, verification)
+    return ModelPackage(root, descriptor, verification)
+
+
+def _report(root: Path, descriptor: Mapping[str, Any], verification: Verification) -> None:
+    """Say what was not verified: a warning for a file the descriptor names directly (the
+    model itself, in a package exported without checksums), a note for files inside its
+    directories (exports record no ``sha256_tree`` yet)."""
     if verification.skipped:
         log.warning("model package %s loaded without checksum verification", root)
-    elif verification.unverified:
-        log.warning(
-            "model package %s: no sha256 recorded for %s; those files were not verified",
-            root,
-            verification.summary(),
-        )
-    return ModelPackage(root, descriptor, verification)
+        return
+    if not verification.unverified:
+        return
+    named = {PurePosixPath(relative).as_posix() for relative in descriptor["files"].values()}
+    level = logging.WARNING if named & set(verification.unverified) else logging.INFO
+    log.log(
+        level,
+        "model package %s: no sha256 recorded for %s; those files were not verified",
+        root,
+        verification.summary(),
+    )
 
 
 def sha256_file(path: Path) -> str:
