@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from flowerclf.data.datamodule import prepared_raw_dir
 from flowerclf.data.manifest import ManifestRow
 from flowerclf.export.mlflow_model import log_pyfunc, save_pyfunc
 from flowerclf.export.onnx_export import check_parity, export_checked_onnx, run_onnx
+from flowerclf.export.open_world import OpenWorldOptions, SplitOutputs, fit_open_world
 from flowerclf.export.quantize import calibration_indices, compare_int8, quantize_int8
 from flowerclf.export.tensorrt import TensorRTUnavailableError, build_engine
 from flowerclf.export.triton import write_triton_repository
@@ -79,6 +80,7 @@ class ExportOptions:
     force: bool = False
     data_root: str | None = None
     seed: int = 0
+    open_world: OpenWorldOptions = field(default_factory=OpenWorldOptions)  # issue 13
 
     def __post_init__(self) -> None:
         if self.int8 not in INT8_CHOICES:
@@ -265,6 +267,13 @@ def _write_package(
     )
     files["embeddings"] = EMBEDDINGS_FILE
 
+    # --- open world (issue 13): temperature + unknown-image rejection, fitted on val ---
+    open_world_files, open_world = _fit_open_world(
+        staging, onnx_path, datamodule, raw_dir, spec, train_embeddings, train_rows, options
+    )
+    files |= open_world_files
+    # --- end open world ---
+
     if options.int8 != "none":
         chosen = calibration_indices(len(train_images), options.calibration_images, options.seed)
         calibration, count = train_images[chosen], len(chosen)
@@ -322,6 +331,7 @@ def _write_package(
             "embeddings": {"dtype": "float32", "shape": [-1, embedding_dim]},
         },
         "files": files,
+        "open_world": open_world,
         "sha256": {key: sha256_file(staging / name) for key, name in files.items()
                    if (staging / name).is_file()},
         "metrics": metrics,
@@ -337,6 +347,28 @@ def _write_package(
         },
         "export_time_s": round(time.perf_counter() - started, 1),
     }  # fmt: skip
+
+
+def _fit_open_world(
+    staging: Path,
+    onnx_path: Path,
+    datamodule: Any,
+    raw_dir: Path,
+    spec: PreprocessSpec,
+    train_embeddings: np.ndarray,
+    train_rows: Sequence[ManifestRow],
+    options: ExportOptions,
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Issue 13: the ONNX model's validation logits/embeddings -> :func:`fit_open_world`."""
+    val_rows = datamodule.split_rows("val")
+    val_images = decode_rows(val_rows, raw_dir, spec, "decode val (calibration, rejection)")
+    (logits, embeddings), _ = run_onnx(onnx_path, val_images, ["logits", "embeddings"])
+    validation = SplitOutputs(logits, embeddings, np.asarray([r.label for r in val_rows]))
+    return fit_open_world(
+        staging, validation, train_embeddings, np.asarray([r.label for r in train_rows]),
+        datamodule.classes, options.open_world,
+        fitted_on_training_images="val" in datamodule.train_splits,
+    )  # fmt: skip
 
 
 def _run_metrics(config: dict[str, Any], checkpoint: Path) -> dict[str, float]:
