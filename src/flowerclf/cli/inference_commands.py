@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from flowerclf.core.errors import UsageError
 
@@ -16,13 +17,35 @@ MODEL_ENV = "FLOWERCLF_MODEL"
 PROGRESS_THRESHOLD = 64  # images; below this a bar is noise
 
 
-def _parse_export_options(options: list[str]) -> dict[str, str]:
-    parsed = {}
+# Open world (issue 13): reject.<name>=VALUE -> OpenWorldOptions(<name>=VALUE).
+REJECT_OPTIONS: dict[str, type] = {"keep": float, "method": str, "knn_k": int}
+
+
+def _parse_export_options(options: list[str]) -> dict[str, Any]:
+    from flowerclf.export.open_world import OpenWorldOptions
+
+    parsed: dict[str, Any] = {}
+    reject: dict[str, Any] = {}
     for option in options:
         key, sep, value = option.partition("=")
-        if not sep or key != "data.root":
-            raise UsageError(f"unknown export option {option!r}; valid: data.root=<dir>")
-        parsed["data_root"] = value
+        name = key.removeprefix("reject.")
+        if sep and key == "data.root":
+            parsed["data_root"] = value
+        elif sep and key.startswith("reject.") and name in REJECT_OPTIONS:
+            try:
+                reject[name] = REJECT_OPTIONS[name](value)
+            except ValueError:
+                raise UsageError(f"{key} must be {REJECT_OPTIONS[name].__name__}") from None
+        else:
+            valid = ", ".join(
+                [
+                    "data.root=<dir>",
+                    *(f"reject.{k}=<{t.__name__}>" for k, t in REJECT_OPTIONS.items()),
+                ]
+            )
+            raise UsageError(f"unknown export option {option!r}; valid: {valid}")
+    if reject:
+        parsed["open_world"] = OpenWorldOptions(**reject)
     return parsed
 
 
@@ -95,8 +118,10 @@ def _predict(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no images found in {' '.join(args.paths)}")
     single = len(args.paths) == 1 and len(paths) == 1 and not Path(args.paths[0]).is_dir()
     classifier = Classifier.load(
-        _resolve_model(args.model), backend=args.backend, batch_size=args.batch_size
-    )
+        _resolve_model(args.model), backend=args.backend, batch_size=args.batch_size,
+        reject=not args.no_reject, reject_threshold=args.reject_threshold,
+        reject_method=args.reject_method,
+    )  # fmt: skip
     failures = 0
     out = sys.stdout
     with tqdm(total=len(paths), desc="predict", unit="img", file=sys.stderr,
@@ -154,7 +179,11 @@ def register(
     )
     export.add_argument("target", help="MLflow run id or checkpoint path")
     export.add_argument("--out", required=True, help="package directory to write")
-    export.add_argument("options", nargs="*", metavar="data.root=DIR")
+    export.add_argument(
+        "options", nargs="*", metavar="KEY=VALUE",
+        help="data.root=DIR; reject.keep=0.95 (share of known val images kept), "
+        "reject.method=msp|energy|knn|mahalanobis, reject.knn_k=10",
+    )  # fmt: skip
     export.add_argument("--force", action="store_true", help="replace a non-empty --out")
     export.add_argument(
         "--int8", choices=["static", "dynamic", "none"], default="static",
@@ -180,7 +209,9 @@ def register(
         description=(
             "Classify image files, directories (walked recursively) and globs with an "
             "exported model package. One image: one JSON object. Several: one JSON line per "
-            "image with its path; unreadable files give an error line and exit status 1."
+            "image with its path; unreadable files give an error line and exit status 1. "
+            "Each answer has is_known (false: not a flower this model knows) and "
+            "unknown_score (higher = less like the training classes)."
         ),
     )
     predict.add_argument("paths", nargs="+", help="image files, directories or globs")
@@ -188,6 +219,12 @@ def register(
     predict.add_argument("--backend", choices=BACKENDS, default="onnx")
     predict.add_argument("--top-k", type=int, default=None, help="add the K best classes")
     predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--no-reject", action="store_true",
+                         help="never answer is_known=false (scores are still printed)")  # fmt: skip
+    predict.add_argument("--reject-threshold", type=float, default=None,
+                         help="override the package's unknown-score threshold")  # fmt: skip
+    predict.add_argument("--reject-method", choices=["msp", "energy", "knn", "mahalanobis"],
+                         default=None, help="score with another fitted method")  # fmt: skip
     predict.set_defaults(handler=_predict)
 
     bench = commands.add_parser(

@@ -22,7 +22,8 @@ def _serve(args: argparse.Namespace) -> int:
         "model": args.model, "backend": args.backend, "host": args.host, "port": args.port,
         "workers": args.workers, "max_body_bytes": args.max_body_bytes,
         "max_batch_files": args.max_batch_files, "micro_batch": args.micro_batch,
-        "inference_threads": args.threads,
+        "inference_threads": args.threads, "reject": args.reject,
+        "reject_threshold": args.reject_threshold,
     }  # fmt: skip
     for name, value in flags.items():
         if value is not None:
@@ -99,6 +100,10 @@ def register(
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     serve.add_argument("--backend", help="onnx (default) | onnx_int8 | torch | tensorrt")
     serve.add_argument("--threads", type=int, help="inference threads (default: cores)")
+    serve.add_argument(
+        "--reject", type=_bool, metavar="BOOL", help="unknown-image rejection (default true)"
+    )
+    serve.add_argument("--reject-threshold", type=float, help="override the unknown threshold")
     serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 20 MiB)")
     serve.add_argument("--max-batch-files", type=int, help="images per batch request (32)")
     serve.add_argument(

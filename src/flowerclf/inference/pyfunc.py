@@ -1,9 +1,10 @@
 """MLflow pyfunc wrapper: a DataFrame of base64 images (or file paths) -> predictions.
 
 Input columns: ``image`` (base64-encoded file bytes) or ``path`` (a file the server can
-read), one row per image. Output columns: ``predicted_class``, ``confidence``,
-``all_predictions`` (class -> probability) and ``error`` (empty when the row worked), so
-one bad row does not fail the request.
+read), one row per image. Output columns: ``predicted_class``, ``confidence`` (calibrated),
+``all_predictions`` (class -> probability), ``is_known`` (False: not like any training
+class), ``unknown_score`` (higher = less like them; None without rejection) and ``error``
+(empty when the row worked), so one bad row does not fail the request.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from flowerclf.core.imaging import ImageDecodeError
 from flowerclf.inference.classifier import Classifier
 
 PACKAGE_ARTIFACT = "package"
+OUTPUT_COLUMNS = [
+    "predicted_class", "confidence", "all_predictions", "is_known", "unknown_score", "error",
+]  # fmt: skip
 
 
 class FlowerclfPyfunc(mlflow.pyfunc.PythonModel):
@@ -39,14 +43,14 @@ class FlowerclfPyfunc(mlflow.pyfunc.PythonModel):
             try:
                 source = _row_source(row)
                 prediction = self.classifier.predict(source)
-                rows.append(prediction.to_dict() | {"error": ""})
+                rows.append(prediction.to_dict() | {"error": ""})  # verdict column dropped
             except (ImageDecodeError, ValueError) as exc:
                 empty = dict.fromkeys(self.classifier.classes, 0.0)
-                rows.append({"predicted_class": "", "confidence": 0.0,
-                             "all_predictions": empty, "error": str(exc)})  # fmt: skip
-        return pd.DataFrame(
-            rows, columns=["predicted_class", "confidence", "all_predictions", "error"]
-        )
+                rows.append({
+                    "predicted_class": "", "confidence": 0.0, "all_predictions": empty,
+                    "is_known": False, "unknown_score": None, "error": str(exc),
+                })  # fmt: skip
+        return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
 
 
 def _row_source(row: Any) -> bytes | str:

@@ -92,6 +92,8 @@ def load_classifier(settings: ServeSettings) -> ClassifierLike:
         backend=settings.backend,
         threads=settings.inference_threads,
         max_pixels=settings.max_pixels,
+        reject=settings.reject,
+        reject_threshold=settings.reject_threshold,
     )
     return PackageClassifier(classifier)
 

@@ -45,4 +45,10 @@ class ServeSettings(BaseSettings):
         2.0, ge=0.0, le=1000.0, description="longest a request waits for others to join"
     )
     decode_threads: int = Field(2, ge=1, le=64, description="threads decoding uploads")
+    reject: bool = Field(
+        True, description="answer is_known=false for images unlike every training class"
+    )
+    reject_threshold: float | None = Field(
+        None, description="override the package's unknown-score threshold"
+    )
     log_level: str = "info"
