@@ -197,6 +197,10 @@ class Classifier:
             self.open_world.scores(logits, embeddings),
         )
 
+    def run_logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocessed ``(N, 3, S, S)`` -> raw (uncalibrated) logits and embeddings."""
+        return self._backend.run_logits(batch)
+
     def _run(self, items: Sequence[ImageInput]) -> ModelOutputs:
         outputs = [self.run_arrays(batch) for batch in self._batches(items)]
         scores = [o.unknown_scores for o in outputs]
