@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from importlib import resources
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
