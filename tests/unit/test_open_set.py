@@ -110,7 +110,7 @@ def _toy_split(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray
 
 def test_fit_open_world_writes_a_section_the_runtime_reads(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    train_logits, train_emb, train_labels = _toy_split(rng, 300)
+    _, train_emb, train_labels = _toy_split(rng, 300)
     val = SplitOutputs(*_toy_split(rng, 200))
     files, section = fit_open_world(
         tmp_path, val, train_emb, train_labels, ["a", "b", "c"], OpenWorldOptions(keep=0.9)

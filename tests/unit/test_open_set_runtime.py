@@ -153,7 +153,8 @@ def test_pyfunc_output_has_the_columns(open_package: Path) -> None:
     from flowerclf.inference.pyfunc import PACKAGE_ARTIFACT, FlowerclfPyfunc
 
     class Context:
-        artifacts = {PACKAGE_ARTIFACT: str(open_package)}
+        def __init__(self) -> None:
+            self.artifacts = {PACKAGE_ARTIFACT: str(open_package)}
 
     model = FlowerclfPyfunc()
     model.load_context(Context())
