@@ -25,6 +25,7 @@ from flowerclf.serving.app import create_app
 from flowerclf.serving.settings import ServeSettings
 from tests.helpers.colour_package import CLASSES, COLOURS, solid
 from tests.helpers.images import encode
+from tests.helpers.paths import REPO_ROOT
 
 WHITE = Image.new("RGB", (40, 30), (255, 255, 255))  # no colour dominates: unlike any class
 
@@ -164,3 +165,25 @@ def test_pyfunc_output_has_the_columns(open_package: Path) -> None:
     assert list(out["is_known"]) == [True, False, False]
     assert out["unknown_score"][0] < out["unknown_score"][1]
     assert out["error"][2] != "" and "verdict" not in out.columns
+
+
+def test_ui_says_not_a_flower_this_model_knows(
+    open_package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from flowerclf.ui.clients import UI_ENV_API, UI_ENV_MODEL
+
+    monkeypatch.delenv(UI_ENV_API, raising=False)
+    monkeypatch.setenv(UI_ENV_MODEL, str(open_package))
+    page = REPO_ROOT / "src" / "flowerclf" / "ui" / "app.py"
+    app = AppTest.from_file(str(page), default_timeout=60)
+    app.run()
+    app.file_uploader(key="uploads").set_value([
+        ("red.png", encode(solid("red"), "PNG"), "image/png"),
+        ("white.png", encode(WHITE, "PNG"), "image/png"),
+    ]).run()  # fmt: skip
+    assert not app.exception
+    warnings = [w.value for w in app.warning]
+    assert len(warnings) == 1 and UNKNOWN_MESSAGE.capitalize() in warnings[0]
+    assert "### red" in "\n".join(m.value for m in app.markdown)
