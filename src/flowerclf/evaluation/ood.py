@@ -337,6 +337,7 @@ def _report(
         "groups": {name: {"count": g.count} for name, g in scored.items()},
         "methods": methods,
         "best_method_by_auroc": _best(methods),
+        "calibration": package.descriptor.get("open_world", {}).get("calibration"),
         "notes": notes,
     }
 
@@ -380,6 +381,11 @@ def render_ood_markdown(report: dict[str, Any]) -> str:
         "",
         "Best method per group (AUROC): " + ", ".join(f"{g}: `{m}`" for g, m in best.items()),
     ]
+    calibration = report.get("calibration")
+    if calibration:
+        lines += ["", f"Calibration (validation split, fitted at export): temperature "
+                  f"{calibration['temperature']:.3f}, ECE {calibration['ece_uncalibrated']:.4f} "
+                  f"before, {calibration['ece']:.4f} after."]  # fmt: skip
     if report.get("plots"):
         lines += ["", f"![score histograms]({Path(report['plots']['histograms']).name})"]
     return "\n".join(lines) + "\n"
