@@ -35,9 +35,11 @@ from flowerclf.metrics.open_set import DEFAULT_KNN_K, fit_stats, fit_threshold
 log = logging.getLogger(__name__)
 
 DEFAULT_KEEP = 0.95
-# Chosen by measured AUROC on the tf_flowers model (see the OOD report in the README):
-# kNN distance to the training embeddings separated unseen species and non-flower images
-# best of the four methods.
+# Chosen by measured AUROC (`flowerclf evaluate <package> --ood`, tf_flowers EfficientNet-
+# Lite0 of the default pipeline, 367 test images): kNN had the best mean AUROC over the two
+# kinds of unknown images, 0.868 on 500 unseen Oxford-102 species and 0.996 on 136
+# non-flower images (MSP 0.897 / 0.948, energy 0.881 / 0.947, Mahalanobis 0.860 / 0.996),
+# and kept 95.4 % of the test images at the threshold fitted on val for 95 %.
 DEFAULT_METHOD = "knn"
 
 
