@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from flowerclf.core.errors import PackageError, UsageError
 from flowerclf.core.open_set import (
@@ -183,3 +184,19 @@ def test_unseen_species_leave_out_every_overlapping_name(tmp_path: Path) -> None
 def test_synthetic_images_are_rgb(kind: str) -> None:
     image = synthetic_image(kind, np.random.default_rng(0), size=64)
     assert image.mode == "RGB" and image.size == (64, 64)
+
+
+def test_corruptions_keep_an_rgb_photo_and_change_it() -> None:
+    from flowerclf.evaluation.robustness import corruptions
+
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    for name, corrupt in corruptions().items():
+        out = corrupt(photo)
+        assert out.mode == "RGB", name
+        expected = (40, 60) if name == "rotate_90" else (60, 40)
+        assert out.size == expected, name
+        if name != "rotate_180":
+            assert not np.array_equal(np.asarray(out), np.asarray(photo)), name
+    turned = corruptions()["rotate_180"](photo)
+    assert np.array_equal(np.asarray(turned), np.asarray(photo)[::-1, ::-1])

@@ -116,3 +116,18 @@ def test_evaluate_ood_needs_a_package(model_package: TrainedPackage) -> None:
     with contextlib.redirect_stderr(err):
         assert main(["evaluate", str(model_package.checkpoint), "--ood"]) != 0
     assert "export it first" in err.getvalue()
+
+
+def test_evaluate_robustness_writes_the_table(model_package: TrainedPackage, tmp_path: Path):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["-q", "evaluate", str(model_package.package), "--robustness", "--json",
+                     f"data.root={model_package.root / 'data'}", f"out={tmp_path}"])  # fmt: skip
+    assert code == 0
+    report = json.loads(out.getvalue().strip().splitlines()[-1])
+    results = report["results"]
+    assert results["clean"]["drop_points"] == 0.0
+    assert {"jpeg_q30", "blur_r2", "noise_s25", "rotate_90", "downscale_64"} <= set(results)
+    assert all(0 <= row["accuracy"] <= 1 and 0 <= row["known"] <= 1 for row in results.values())
+    for name in ("robustness.json", "robustness.md", "robustness.png"):
+        assert (tmp_path / name).is_file()

@@ -75,11 +75,36 @@ def _evaluate_ood(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_robustness(args: argparse.Namespace) -> int:
+    from flowerclf.core.errors import UsageError
+    from flowerclf.core.package_format import DESCRIPTOR_FILE
+    from flowerclf.evaluation.robustness import evaluate_robustness
+
+    if not (Path(args.target) / DESCRIPTOR_FILE).is_file():
+        raise UsageError(
+            f"--robustness evaluates a model package: {args.target} is not one; export it "
+            f"first with `flowerclf export {args.target} --out DIR`"
+        )
+    options = _parse_ood_options(args.options)
+    unknown = set(options) - {"data_root", "out", "max_images"}
+    if unknown:
+        raise UsageError(f"--robustness takes data.root=, out=, ood.max_images=; not {unknown}")
+    report = evaluate_robustness(args.target, **options)
+    if args.json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        sys.stdout.write(Path(report["report"]["markdown"]).read_text(encoding="utf-8"))
+        sys.stdout.write(f"report: {report['report']['markdown']}\n")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from flowerclf.evaluation.evaluate import evaluate, parse_evaluate_options
 
     if args.ood:
         return _evaluate_ood(args)
+    if args.robustness:
+        return _evaluate_robustness(args)
 
     options = parse_evaluate_options(args.options)
     report = evaluate(args.target, **options)
@@ -137,5 +162,11 @@ def register(
         "species, bundled non-flower photos and synthetic images; AUROC, FPR@95%%TPR and "
         "share rejected per method (options: data.root=, out=, ood.oxford_root=, "
         "ood.max_images=, ood.seed=)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--robustness", action="store_true",
+        help="accuracy of a model package on its test split under JPEG, blur, noise, "
+        "brightness/contrast, rotation and downscaling corruptions (options: data.root=, "
+        "out=, ood.max_images=)",
     )  # fmt: skip
     evaluate.set_defaults(handler=_evaluate)

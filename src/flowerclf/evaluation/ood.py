@@ -196,11 +196,12 @@ def score_images(
     return {m: np.concatenate(p) for m, p in parts.items() if p}
 
 
-def _test_paths(
+def package_test_rows(
     package: ModelPackage, data_root: str | None, limit: int
-) -> tuple[list[Path], Path]:
-    """The (readable) test images of the dataset the package was exported from, and the
-    prepared dataset's directory."""
+) -> tuple[list[Any], Path, Path]:
+    """The test-split manifest rows (at most ``limit``) of the dataset the package was
+    exported from, the raw directory their paths are relative to, and the prepared
+    dataset's directory."""
     import yaml
 
     from flowerclf.data.datamodule import prepared_raw_dir
@@ -213,11 +214,18 @@ def _test_paths(
             f"the package's dataset is not prepared at {prepared}: pass data.root=<dir holding "
             f"{config['data']['name']}/>"
         )
-    raw = prepared_raw_dir(prepared)
     rows = [r for r in read_manifest(prepared) if r.split == "test"]
     if not rows:
         raise UsageError(f"{prepared} has no test split")
-    return _readable([raw / r.path for r in rows[:limit]]), prepared
+    return rows[:limit], prepared_raw_dir(prepared), prepared
+
+
+def _test_paths(
+    package: ModelPackage, data_root: str | None, limit: int
+) -> tuple[list[Path], Path]:
+    """The (readable) test images, and the prepared dataset's directory."""
+    rows, raw, prepared = package_test_rows(package, data_root, limit)
+    return _readable([raw / r.path for r in rows]), prepared
 
 
 def _readable(paths: Sequence[Path]) -> list[Path]:
