@@ -12,6 +12,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from flowerclf.core.errors import UsageError
+from flowerclf.core.imaging import list_images
+from flowerclf.inference.backends import BACKENDS
+from flowerclf.inference.benchmark import format_report, load_targets, run_benchmark
+from flowerclf.inference.classifier import Classifier, Prediction
 
 MODEL_ENV = "FLOWERCLF_MODEL"
 PROGRESS_THRESHOLD = 64  # images; below this a bar is noise
@@ -62,7 +66,6 @@ def _export(args: argparse.Namespace) -> int:
 
 def expand_inputs(patterns: Iterable[str]) -> list[str]:
     """Files as given, directories walked (sorted, image suffixes), globs expanded."""
-    from flowerclf.core.imaging import list_images
 
     found: list[str] = []
     for pattern in patterns:
@@ -91,8 +94,6 @@ def _resolve_model(model: str | None) -> str:
 
 def _predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
-
-    from flowerclf.inference.classifier import Classifier, Prediction
 
     paths = expand_inputs(args.paths)
     if not paths:
@@ -136,7 +137,6 @@ def default_runtimes() -> list[str]:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from flowerclf.inference.benchmark import format_report, load_targets, run_benchmark
 
     report = run_benchmark(
         _resolve_model(args.model),
@@ -156,7 +156,6 @@ def register(
     commands: argparse._SubParsersAction,  # type: ignore[type-arg]
     add_overrides: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    from flowerclf.inference.backends import BACKENDS
 
     export = commands.add_parser(
         "export",

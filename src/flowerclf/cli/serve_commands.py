@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flowerclf.core.errors import UsageError
+from flowerclf.core.package_format import load_package
 from flowerclf.serving import ENV_PREFIX
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ def _serve(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
 
-    from flowerclf.core.package_format import load_package
     from flowerclf.serving.protocol import HeaderTimeoutProtocol
     from flowerclf.serving.settings import ServeSettings
 
