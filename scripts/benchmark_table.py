@@ -1,9 +1,10 @@
-"""Re-make the README inference-speed table from `flowerclf benchmark --json`.
+"""Measure inference speed with `flowerclf benchmark --json` and render it as a table.
 
     python scripts/benchmark_table.py run --model DIR [--images DIR]   # -> results/benchmark.json
-    python scripts/benchmark_table.py readme                           # table -> README.md
+    python scripts/benchmark_table.py table                            # print the table
 
 The JSON output of the benchmark is stored verbatim; the table is rendered only from it.
+`python scripts/results.py docs` (`make results`) puts it on the docs' results page.
 """
 
 from __future__ import annotations
@@ -14,26 +15,33 @@ import subprocess
 import sys
 from pathlib import Path
 
-RESULTS_FILE = Path(__file__).resolve().parents[1] / "results" / "benchmark.json"
-START, END = "<!-- benchmark-table:start -->", "<!-- benchmark-table:end -->"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_FILE = REPO / "results" / "benchmark.json"
+# This project's speed goals: the benchmark marks each figure met or not against them.
+TARGETS_FILE = REPO / "scripts" / "benchmark_targets.json"
 
 
-def run(model: str, images: str | None) -> None:
+def run(model: str, images: str | None, targets: Path = TARGETS_FILE) -> None:
+    targets = targets.resolve()
+    shown = targets.relative_to(REPO) if targets.is_relative_to(REPO) else targets
     argv = ["flowerclf", "-q", "benchmark", "--model", model, "--json"]
     if images:
         argv += ["--images", images]
-    done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", *argv, "--targets", str(targets)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         sys.stderr.write(done.stderr[-3000:])
         raise SystemExit(f"benchmark failed with exit code {done.returncode}")
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    report["command"] = " ".join(argv[:1] + argv[2:])
+    report["command"] = " ".join([*argv[:1], *argv[2:], "--targets", str(shown)])
     RESULTS_FILE.parent.mkdir(exist_ok=True)
     RESULTS_FILE.write_text(json.dumps(report, indent=2) + "\n")
 
 
-def table() -> str:
-    report = json.loads(RESULTS_FILE.read_text())
+def table(report: dict | None = None) -> str:
+    """Markdown for a stored benchmark report (default: results/benchmark.json)."""
+    report = json.loads(RESULTS_FILE.read_text()) if report is None else report
     lines = [
         f"Model `{report['model']}`, {report['hardware']}, {report['threads']} threads, "
         f"{report['images']['count']} images, batch {report['batch_size']}; "
@@ -59,6 +67,8 @@ def table() -> str:
     lines.append("")
     targets = report["targets"]
     for key, target in targets.items():
+        if target["target"] is None:
+            continue  # no goal for this figure
         status = {True: "met", False: "**not met**", None: "n/a"}[target["met"]]
         lines.append(f"- `{key}`: {target['value']} (target {target['target']}): {status}")
     accuracy = report.get("int8_accuracy")
@@ -71,29 +81,19 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def write_readme() -> None:
-    readme = RESULTS_FILE.parents[1] / "README.md"
-    text = readme.read_text()
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
     run_parser = sub.add_parser("run")
     run_parser.add_argument("--model", required=True)
     run_parser.add_argument("--images")
+    run_parser.add_argument("--targets", type=Path, default=TARGETS_FILE, help="goals (JSON)")
     sub.add_parser("table")
-    sub.add_parser("readme")
     args = parser.parse_args()
     if args.action == "run":
-        run(args.model, args.images)
-    elif args.action == "table":
-        print(table())
+        run(args.model, args.images, args.targets)
     else:
-        write_readme()
+        print(table())
 
 
 if __name__ == "__main__":

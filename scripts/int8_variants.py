@@ -28,7 +28,7 @@ from flowerclf.core.hardware import cpu_description
 from flowerclf.core.package_format import load_package
 from flowerclf.data.datamodule import prepared_raw_dir
 from flowerclf.data.manifest import manifest_sha256, read_manifest
-from flowerclf.export.package_writer import decode_rows
+from flowerclf.export.dataset_images import preprocess_rows
 from flowerclf.export.quantize import calibration_indices, compare_int8, quantize_int8
 
 RESULTS_FILE = Path(__file__).resolve().parents[1] / "results" / "int8_variants.json"
@@ -58,8 +58,8 @@ def main() -> None:
     test_rows = [r for r in rows if r.split == "test"]
     chosen = calibration_indices(len(train_rows), args.calibration_images)
     spec = package.spec
-    calibration = decode_rows([train_rows[i] for i in chosen], raw_dir, spec, "calibration")
-    test_images = decode_rows(test_rows, raw_dir, spec, "test")
+    calibration = preprocess_rows([train_rows[i] for i in chosen], raw_dir, spec, "calibration")
+    test_images = preprocess_rows(test_rows, raw_dir, spec, "test")
     labels = np.asarray([r.label for r in test_rows])
 
     report: dict[str, object] = {
@@ -75,7 +75,7 @@ def main() -> None:
             out = Path(tmp) / f"{name}.onnx"
             quantize_int8(package.require("onnx"), out, calibration, **options)  # type: ignore[arg-type]
             result = compare_int8(
-                package.require("onnx"), out, test_images, labels, str(options["method"]),
+                package.require("onnx"), out, [test_images], labels, str(options["method"]),
                 len(chosen),
             )  # fmt: skip
             report[name] = result.to_dict()

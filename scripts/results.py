@@ -1,27 +1,41 @@
-"""Re-make the README results table.
+"""Re-make the results page (docs/results.md) and the README's summary table.
 
     python scripts/results.py run [ROW ...]   # train each ROWS row, save results/<row>.json
-    python scripts/results.py table           # print the Markdown table
-    python scripts/results.py readme          # put that table into README.md
+    python scripts/results.py table           # print the training-results table
+    python scripts/results.py readme          # the pipeline summary table -> README.md
+    python scripts/results.py docs            # the whole results page -> docs/results.md
+    python scripts/results.py check           # fail if either is out of date (make lint)
 
-Two kinds of rows, rendered only from files that commands wrote:
+Everything is rendered only from files that commands wrote; nothing here trains unless
+asked to with `run`. Two kinds of training rows:
 - the DVC pipeline's recipes (DVC_ROWS): test metrics from `reports/<recipe>/metrics.json`
   (the evaluate stage), wall-clock time and hardware from `runs/<recipe>/metrics.json` (the
   train stage), i.e. what `dvc metrics show` prints; re-made by `dvc repro`;
 - other comparisons (ROWS): one `flowerclf train ... --json` command each, its JSON output
   stored verbatim in results/<row>.json by `run` (set FLOWERCLF_DATA_DIR, and
   FLOWERCLF_SOURCES when offline).
+The results page adds the inference benchmark (results/benchmark.json, from
+scripts/benchmark_table.py run), the int8 variants (results/int8_variants.json, from
+scripts/int8_variants.py) and the ONNX Runtime session check
+(results/onnx_session_check.json, from scripts/onnx_session_check.py).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from benchmark_table import table as benchmark_markdown  # scripts/ is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results"
+README = REPO / "README.md"
+RESULTS_PAGE = REPO / "docs" / "results.md"
+README_START, README_END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
 COMMON = ["logger.experiment_name=flowerclf-results", "logger.log_model=false"]
 
 ROWS: dict[str, list[str]] = {
@@ -118,10 +132,10 @@ def run(rows: list[str]) -> None:
               f"{result['train_time_s']:.0f} s", file=sys.stderr)  # fmt: skip
 
 
-def dvc_result(recipe: str) -> dict | None:
+def dvc_result(recipe: str, repo: Path = REPO) -> dict[str, Any] | None:
     """A DVC recipe's metrics in the shape of a results/<row>.json (None before `dvc repro`)."""
-    evaluated = REPO / "reports" / recipe / "metrics.json"
-    trained = REPO / "runs" / recipe / "metrics.json"
+    evaluated = repo / "reports" / recipe / "metrics.json"
+    trained = repo / "runs" / recipe / "metrics.json"
     if not evaluated.is_file() or not trained.is_file():
         return None
     test = json.loads(evaluated.read_text())
@@ -134,17 +148,26 @@ def dvc_result(recipe: str) -> dict | None:
     }
 
 
-def table() -> str:
-    header = "dataset | model | loss | test acc | macro-F1 | CE | ECE | kNN acc | train time"
-    lines = [f"| {header} | hardware | command |", "|---|---|---|" + "---:|" * 6 + "---|---|"]
+def load_results(repo: Path = REPO) -> dict[str, dict[str, Any]]:
+    """Every table row that has a result file, in table order."""
+    results = {}
     for row in ORDER:
         if row in DVC_ROWS:
-            result = dvc_result(DVC_ROWS[row])
+            result = dvc_result(DVC_ROWS[row], repo)
         else:
-            path = RESULTS_DIR / f"{row}.json"
+            path = repo / "results" / f"{row}.json"
             result = json.loads(path.read_text()) if path.is_file() else None
-        if result is None:
-            continue
+        if result is not None:
+            results[row] = result
+    return results
+
+
+def table(results: dict[str, dict[str, Any]] | None = None) -> str:
+    """The training-results table: one line per row, test metrics and the command."""
+    results = load_results() if results is None else results
+    header = "dataset | model | loss | test acc | macro-F1 | CE | ECE | kNN acc | train time"
+    lines = [f"| {header} | hardware | command |", "|---|---|---|" + "---:|" * 6 + "---|---|"]
+    for row, result in results.items():
         m = result["metrics"]
         dataset, model, *loss = row.split("-")
         knn = m.get("test/knn_accuracy")
@@ -157,21 +180,242 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def write_readme() -> None:
-    readme = RESULTS_DIR.parent / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- results-table:start -->", "<!-- results-table:end -->"
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{table()}\n{end}{tail}")
+def summary_table(results: dict[str, dict[str, Any]]) -> str:
+    """The README's short table: the DVC pipeline's recipes only."""
+    lines = [
+        "| recipe | test accuracy | macro-F1 | train time | hardware | command |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for row, recipe in DVC_ROWS.items():
+        if row not in results:
+            continue
+        result = results[row]
+        m = result["metrics"]
+        lines.append(
+            f"| `{recipe}` | {m['test/accuracy']:.4f} | {m['test/macro_f1']:.4f} | "
+            f"{result['train_time_s']:.0f} s | {result['hardware']} | `{result['command']}` |"
+        )
+    return "\n".join(lines)
+
+
+# Loss comparison on tf_flowers (same seed-42 split, three training seeds): the rows per loss.
+SEED_ROWS = {
+    loss: [
+        "tf_flowers-lite0-ce" if loss == "ce" else f"tf_flowers-lite0-{loss}",
+        f"tf_flowers-lite0-{loss}-seed1",
+        f"tf_flowers-lite0-{loss}-seed2",
+    ]
+    for loss in ("ce", "ce_cosine", "ce_supcon", "ce_siglip")
+}
+
+
+def seed_table(results: dict[str, dict[str, Any]]) -> str:
+    """Test accuracy per loss over training seeds 42, 1 and 2: the seed-to-seed spread."""
+    lines = [
+        "| loss | seed 42 | seed 1 | seed 2 | mean | max - min (points) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for loss, rows in SEED_ROWS.items():
+        if not all(row in results for row in rows):
+            continue
+        accs = [results[row]["metrics"]["test/accuracy"] for row in rows]
+        cells = " | ".join(f"{acc:.4f}" for acc in accs)
+        spread = 100 * (max(accs) - min(accs))
+        lines.append(f"| {loss} | {cells} | {statistics.mean(accs):.4f} | {spread:.1f} |")
+    return "\n".join(lines)
+
+
+INT8_VARIANTS = {
+    "static_full_range": "static QDQ, 8-bit weights, everything quantised",
+    "static_reduce_range": "static QDQ, 7-bit weights (`reduce_range`)",
+    "static_default": "7-bit weights, stem, last 1x1 conv and heads in fp32 (the export's default)",
+    "dynamic": "dynamic quantisation (`--int8 dynamic`)",
+}
+
+
+def int8_table(report: dict[str, Any]) -> str:
+    """results/int8_variants.json as a table."""
+    lines = [
+        f"Model `{report['model']}`, {report['hardware']}, {report['test_images']} test images, "
+        f"{report['calibration_images']} calibration images; command: "
+        "`python scripts/int8_variants.py --model models/tf_flowers`.",
+        "",
+        "| variant | fp32 acc | int8 acc | drop (points) | top-1 agreement | fp32 img/s | "
+        "int8 img/s | int8 / fp32 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in INT8_VARIANTS.items():
+        v = report.get(key)
+        if not v:
+            continue
+        lines.append(
+            f"| {label} | {v['fp32_accuracy']:.4f} | {v['int8_accuracy']:.4f} | "
+            f"{v['accuracy_drop_points']:.2f} | {v['top1_agreement']:.3f} | {v['fp32_ips']:.1f} | "
+            f"{v['int8_ips']:.1f} | {v['speedup']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+SESSION_MODELS = {"package_model": "package `model.onnx`", "bare_timm": "bare timm export"}
+SESSION_OPTIONS = {
+    "default_options": "ONNX Runtime defaults",
+    "flowerclf_options": "flowerclf's options",
+    "one_thread": "one thread",
+}
+
+
+def session_table(report: dict[str, Any]) -> str:
+    """results/onnx_session_check.json as a table."""
+    lines = [
+        f"`{report['arch']}` at {report['input_size']} px, {report['hardware']}, random inputs; "
+        "command: `python scripts/onnx_session_check.py --model models/tf_flowers`.",
+        "",
+        "| model | session options | p50 @ batch 1 (ms) | throughput @ batch 32 (img/s) |",
+        "|---|---|---:|---:|",
+    ]
+    for model_key, model_label in SESSION_MODELS.items():
+        for option_key, option_label in SESSION_OPTIONS.items():
+            figures = report.get(model_key, {}).get(option_key)
+            if figures:
+                lines.append(
+                    f"| {model_label} | {option_label} | {figures['p50_ms']:.2f} | "
+                    f"{figures['throughput_ips']:.1f} |"
+                )
+    return "\n".join(lines)
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+PAGE_INTRO = """\
+# Results
+
+<!-- Generated by `python scripts/results.py docs` (`make results`) from files that
+commands wrote (results/*.json, the DVC pipeline's metrics files). Do not edit by hand:
+`make lint` fails when this page differs from what the script renders. -->
+
+Every figure on this page is rendered by `scripts/results.py` from a file that a repository
+command wrote; each table names its command. All runs: the project's development machine
+(2-core CPU, no GPU), default seeded splits (seed 42). What the figures mean for the
+project's targets is discussed in [Targets and findings](findings.md).
+"""
+
+TRAINING_INTRO = """\
+## Training runs
+
+Test-split metrics. Two kinds of rows:
+
+- the `lite0 | ce` rows are the DVC pipeline's recipes (command `dvc repro evaluate@<r>`):
+  test metrics from the evaluate stage's `reports/<r>/metrics.json` (the exported network
+  run on the test images), train time and hardware from the train stage's
+  `runs/<r>/metrics.json`, i.e. the numbers `dvc metrics show` prints;
+- every other row is one `flowerclf train ... --json` run whose output is stored in
+  `results/<row>.json`; re-run them with `make results-run` (or
+  `python scripts/results.py run [ROW]`).
+
+"train time" is wall-clock from start to finished evaluation, data preparation excluded,
+including the frozen-trunk feature cache when the run built it (`feature_cache_s` in its
+metrics); loss-variant rows reused a cache built by an earlier run of the same dataset.
+"""
+
+SEEDS_INTRO = """\
+## Loss comparison over training seeds
+
+tf_flowers, EfficientNet-Lite0 fast path, the same seed-42 split; only the training seed
+changes (`seed=1`, `seed=2` rows above). Test accuracy per loss, from the rows above:
+"""
+
+BENCHMARK_INTRO = """\
+## Inference speed
+
+`flowerclf benchmark --model DIR --json` on the pipeline's exported tf_flowers package:
+each runtime in its own process on the same preprocessed images (preprocessing excluded),
+throughput at batch 32, p50/p95 latency at batch 1, peak resident memory; then end-to-end
+throughput of `Classifier.predict` on the image files. Re-measure with
+`python scripts/benchmark_table.py run --model models/tf_flowers`, then `make results`.
+"""
+
+INT8_INTRO = """\
+## int8 quantisation variants
+
+The fp32 model quantised four ways, calibrated on the export's 256 training images, each
+compared with fp32 on the test split. Measured on an earlier pipeline model than the one
+benchmarked above, so its fp32 accuracy differs from the benchmark's.
+"""
+
+SESSION_INTRO = """\
+## ONNX Runtime: package model vs bare backbone
+
+Is the package's ONNX model slower than the backbone alone, and do flowerclf's session
+options help? The package's `model.onnx` against a plain timm export of the same
+architecture without flowerclf's heads.
+"""
+
+
+def results_page(repo: Path = REPO) -> str:
+    """The whole of docs/results.md."""
+    results = load_results(repo)
+    sections = [PAGE_INTRO, TRAINING_INTRO, table(results) + "\n", SEEDS_INTRO]
+    sections.append(seed_table(results) + "\n")
+    benchmark = _json(repo / "results" / "benchmark.json")
+    if benchmark is not None:
+        sections += [BENCHMARK_INTRO, benchmark_markdown(benchmark) + "\n"]
+    int8 = _json(repo / "results" / "int8_variants.json")
+    if int8 is not None:
+        sections += [INT8_INTRO, int8_table(int8) + "\n"]
+    session = _json(repo / "results" / "onnx_session_check.json")
+    if session is not None:
+        sections += [SESSION_INTRO, session_table(session) + "\n"]
+    return "\n".join(sections)
+
+
+def readme_text(readme: str, results: dict[str, dict[str, Any]]) -> str:
+    """``readme`` with the summary table between its markers replaced."""
+    if README_START not in readme or README_END not in readme:
+        raise SystemExit(f"README.md lacks the markers {README_START} ... {README_END}")
+    head, rest = readme.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    return f"{head}{README_START}\n{summary_table(results)}\n{README_END}{tail}"
+
+
+def outputs(repo: Path = REPO) -> dict[Path, str]:
+    """Each generated file and the text it should have."""
+    readme = repo / "README.md"
+    return {
+        readme: readme_text(readme.read_text(), load_results(repo)),
+        repo / "docs" / "results.md": results_page(repo),
+    }
+
+
+def stale(repo: Path = REPO) -> list[Path]:
+    """Generated files whose text differs from what this script renders now."""
+    return [
+        path
+        for path, text in outputs(repo).items()
+        if not path.is_file() or path.read_text() != text
+    ]
+
+
+def write(paths: list[Path], repo: Path = REPO) -> None:
+    for path, text in outputs(repo).items():
+        if path in paths:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(repo)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "table", "readme"):
+    actions = ("run", "table", "readme", "docs", "check")
+    if len(sys.argv) < 2 or sys.argv[1] not in actions:
         raise SystemExit(__doc__)
     if sys.argv[1] == "run":
         run(sys.argv[2:])
     elif sys.argv[1] == "table":
         print(table())
-    else:
-        write_readme()
+    elif sys.argv[1] == "readme":
+        write([README])
+    elif sys.argv[1] == "docs":
+        write([RESULTS_PAGE])
+    elif out_of_date := stale():
+        names = ", ".join(str(path.relative_to(REPO)) for path in out_of_date)
+        raise SystemExit(f"out of date: {names}; run `make results` and commit the result")

@@ -178,6 +178,13 @@ def test_majority_baseline(workspace: Path, capsys: pytest.CaptureFixture[str]) 
     result = _train(capsys, workspace, "model=majority")
     assert 0.2 < result["metrics"]["test/accuracy"] < 0.5  # three balanced classes
     assert result["metrics"]["test/cross_entropy"] == pytest.approx(np.log(3), abs=0.05)
+    # The baseline ends its run through the same code as every model: the same files.
+    run_dir = Path(result["run_dir"])
+    for name in ("metrics.json", "history.csv", "config.yaml", "eval/test/report.md"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "metrics.json").read_text())["test/accuracy"] == pytest.approx(
+        result["metrics"]["test/accuracy"]
+    )
 
 
 def test_partial_fine_tuning_keeps_the_trunk_frozen(

@@ -81,3 +81,22 @@ def test_examples_and_unreachable_api(
     down = _app(monkeypatch, api="http://127.0.0.1:9")
     assert not down.exception
     assert "Cannot reach the model" in down.error[0].value
+
+
+# --- issue 12 (15): what the page shows and fetches ------------------------------------------
+
+
+def test_sidebar_names_no_local_path(colour_package: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _app(monkeypatch, model=colour_package)
+    shown = "\n".join(e.value for e in [*app.sidebar.markdown, *app.sidebar.caption])
+    assert "colour-layout" in shown and "local model package" in shown
+    assert str(colour_package.parent) not in shown
+
+
+def test_a_model_that_fails_to_load_shows_no_exception_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _app(monkeypatch, model=tmp_path / "not-a-package")
+    assert not app.exception
+    assert "Cannot reach the model" in app.error[0].value
+    assert str(tmp_path) not in app.error[0].value

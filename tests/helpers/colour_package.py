@@ -13,13 +13,14 @@ The package has the same layout as ``flowerclf export`` writes (descriptor, ONNX
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
+from flowerclf.models.runners import export_onnx
 
 CLASSES = ["red", "green", "blue"]
 COLOURS = {"red": (220, 30, 40), "green": (30, 200, 50), "blue": (30, 40, 220)}
@@ -63,15 +64,8 @@ def build_colour_package(root: Path, gallery_per_class: int = 4) -> Path:
     """Write the package into ``root`` (created) and return it."""
     root.mkdir(parents=True, exist_ok=True)
     net = ColourLayoutNet().eval()
-    example = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
     names = ["probabilities", "logits", "embeddings"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter
-        torch.onnx.export(
-            net, (example,), str(root / "model.onnx"), input_names=["images"], output_names=names,
-            dynamic_axes={"images": {0: "batch"}} | {n: {0: "batch"} for n in names},
-            opset_version=17, dynamo=False,
-        )  # fmt: skip
+    export_onnx(net, root / "model.onnx", INPUT_SIZE, names)  # the project's one ONNX export
 
     gallery = root / "gallery"
     gallery.mkdir(exist_ok=True)

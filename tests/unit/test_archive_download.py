@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import os
 import tarfile
 import threading
 import zipfile
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from flowerclf.data.archive import UnsafeArchiveError, extract_archive
+from flowerclf.data.archive import ArchiveLimits, UnsafeArchiveError, extract_archive
 from flowerclf.data.download import DownloadError, RemoteFile, download
 
 
@@ -134,3 +135,87 @@ def test_download_offline_message(tmp_path: Path, http_server: tuple[str, Path])
     with pytest.raises(DownloadError, match="could not download"):
         download(unreachable, tmp_path / "dl", timeout=2)
     assert not list((tmp_path / "dl").iterdir())
+
+
+class _Zeros(io.RawIOBase):
+    """``size`` zero bytes, streamed (a 300 MiB member without 300 MiB of memory)."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        count = min(len(buffer), self.left)
+        buffer[:count] = bytes(count)
+        self.left -= count
+        return count
+
+
+def _nothing_left_behind(tmp_path: Path, archive: Path) -> None:
+    assert [p.name for p in tmp_path.iterdir()] == [archive.name]
+
+
+def test_archive_expanding_300mib_from_306kb_is_refused_before_writing(tmp_path: Path) -> None:
+    archive = tmp_path / "bomb.tar.gz"
+    info = tarfile.TarInfo("flowers/roses/zeros.jpg")
+    info.size = 300 * 1024**2
+    with tarfile.open(archive, "w:gz", compresslevel=9) as tar:
+        tar.addfile(info, io.BufferedReader(_Zeros(info.size)))
+    assert archive.stat().st_size < 400_000
+    with pytest.raises(UnsafeArchiveError, match="archive bomb"):
+        extract_archive(archive, tmp_path / "out")
+    _nothing_left_behind(tmp_path, archive)
+
+
+def test_archive_expanding_past_the_total_limit_is_refused(tmp_path: Path) -> None:
+    archive = _tar_with(tmp_path / "big.tgz", [tarfile.TarInfo("a/1.jpg")], b"y" * 5000)
+    with pytest.raises(UnsafeArchiveError, match="over the limit"):
+        extract_archive(archive, tmp_path / "out", ArchiveLimits(max_total_bytes=4999))
+    _nothing_left_behind(tmp_path, archive)
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".zip"])
+def test_archive_with_20000_tiny_members_is_refused_before_writing(
+    tmp_path: Path, suffix: str
+) -> None:
+    archive = tmp_path / f"many{suffix}"
+    names = [f"flowers/c{i % 5}/{i}.jpg" for i in range(20_000)]
+    if suffix == ".zip":
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name in names:
+                zf.writestr(name, b"")
+    else:
+        _tar_with(archive, [tarfile.TarInfo(name) for name in names], b"")
+    with pytest.raises(UnsafeArchiveError, match="members"):
+        extract_archive(archive, tmp_path / "out")
+    _nothing_left_behind(tmp_path, archive)
+
+
+def test_archive_member_count_limit(tmp_path: Path) -> None:
+    members = [tarfile.TarInfo(f"a/{i}.jpg") for i in range(4)]
+    archive = _tar_with(tmp_path / "four.tgz", members, b"z" * 2000)
+    with pytest.raises(UnsafeArchiveError, match="more than 3 members"):
+        extract_archive(archive, tmp_path / "out", ArchiveLimits(max_members=3))
+    assert len(list(extract_archive(archive, tmp_path / "ok").rglob("*.jpg"))) == 4
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_extracted_data_is_readable_by_other_users(tmp_path: Path) -> None:
+    # mkdtemp's 0700 used to survive the rename, and a 0600 member stayed 0600: a container
+    # running as another user could not read a dataset or package mounted from the host.
+    info = tarfile.TarInfo("top/a/1.jpg")
+    info.mode = 0o600
+    archive = _tar_with(tmp_path / "private.tgz", [info])
+    out = extract_archive(archive, tmp_path / "out")
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert (out / "top" / "a").stat().st_mode & 0o777 == 0o755
+    assert (out / "top" / "a" / "1.jpg").stat().st_mode & 0o777 == 0o644

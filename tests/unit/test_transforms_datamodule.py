@@ -77,19 +77,24 @@ def test_elongated_images_are_cut_first_and_stay_close_to_timm(size: tuple[int, 
 
 def test_train_transform_switches() -> None:
     spec = PreprocessSpec(32, (0.5,) * 3, (0.5,) * 3)
-    augment = {"rand_augment": "rand-m9-mstd0.5", "gaussian_noise_std": 0.1, "color_jitter": 0.2}
+    defaults = compose_config().augment
+    augment = defaults.updated(
+        rand_augment="rand-m9-mstd0.5", gaussian_noise_std=0.1, color_jitter=0.2
+    )
     transform = build_train_transform(spec, augment)
     assert "RandAugment" in repr(transform) and "AddGaussianNoise" in repr(transform)
     assert transform(make_photo((50, 40))).shape == (3, 32, 32)
-    plain = build_train_transform(spec, {})
+    plain = build_train_transform(spec, defaults)
     assert "RandAugment" not in repr(plain) and "AddGaussianNoise" not in repr(plain)
     noisy = AddGaussianNoise(0.5)(torch.zeros(3, 8, 8))
     assert 0.3 < noisy.std().item() < 0.7
 
 
 def test_mixup_gives_soft_targets() -> None:
-    assert build_mixup({}, 3) is None
-    mixup = build_mixup({"mixup_alpha": 0.4, "cutmix_alpha": 1.0}, num_classes=3)
+    defaults = compose_config().augment
+    assert build_mixup(defaults, 3, label_smoothing=0.0) is None
+    mixing = defaults.updated(mixup_alpha=0.4, cutmix_alpha=1.0)
+    mixup = build_mixup(mixing, num_classes=3, label_smoothing=0.0)
     assert mixup is not None
     _images, targets = mixup(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
     assert targets.shape == (4, 3)

@@ -136,6 +136,7 @@ def register(
 ) -> None:
     """Add the ``data`` command group to the top-level parser."""
     data = commands.add_parser("data", help="list, prepare and report datasets")
+    data.set_defaults(extra="train")  # Hydra configs, matplotlib report, scipy (oxford102)
     actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     listing = actions.add_parser("list", help="list the built-in dataset recipes")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import sys
@@ -12,9 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from flowerclf.core.errors import UsageError
+from flowerclf.core.imaging import list_images
+from flowerclf.inference.backends import BACKENDS
+from flowerclf.inference.benchmark import format_report, load_targets, run_benchmark
+from flowerclf.inference.classifier import Classifier, Prediction
 
 MODEL_ENV = "FLOWERCLF_MODEL"
 PROGRESS_THRESHOLD = 64  # images; below this a bar is noise
+ONNX_RUNTIMES = ("onnx_fp32", "onnx_int8")
+# The eager PyTorch runtime needs the training extra (torch and timm).
+TORCH_RUNTIME_MODULES = ("torch", "timm")
 
 
 # Open world (issue 13): reject.<name>=VALUE -> OpenWorldOptions(<name>=VALUE).
@@ -22,7 +30,7 @@ REJECT_OPTIONS: dict[str, type] = {"keep": float, "method": str, "knn_k": int}
 
 
 def _parse_export_options(options: list[str]) -> dict[str, Any]:
-    from flowerclf.export.open_world import OpenWorldOptions
+    from flowerclf.export.options import OpenWorldOptions
 
     parsed: dict[str, Any] = {}
     reject: dict[str, Any] = {}
@@ -81,7 +89,6 @@ def _export(args: argparse.Namespace) -> int:
 
 def expand_inputs(patterns: Iterable[str]) -> list[str]:
     """Files as given, directories walked (sorted, image suffixes), globs expanded."""
-    from flowerclf.core.imaging import list_images
 
     found: list[str] = []
     for pattern in patterns:
@@ -110,8 +117,6 @@ def _resolve_model(model: str | None) -> str:
 
 def _predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
-
-    from flowerclf.inference.classifier import Classifier, Prediction
 
     paths = expand_inputs(args.paths)
     if not paths:
@@ -145,8 +150,18 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def default_runtimes() -> list[str]:
+    """Every runtime this install can run: PyTorch only where the training extra is."""
+    if all(importlib.util.find_spec(module) for module in TORCH_RUNTIME_MODULES):
+        return ["torch", *ONNX_RUNTIMES]
+    sys.stderr.write(
+        "benchmark: ONNX Runtime only; PyTorch is not installed (pip install 'flowerclf[train]' "
+        "adds the torch runtime)\n"
+    )
+    return list(ONNX_RUNTIMES)
+
+
 def _benchmark(args: argparse.Namespace) -> int:
-    from flowerclf.inference.benchmark import format_report, run_benchmark
 
     report = run_benchmark(
         _resolve_model(args.model),
@@ -154,8 +169,9 @@ def _benchmark(args: argparse.Namespace) -> int:
         num_images=args.num_images,
         batch_size=args.batch_size,
         latency_runs=args.latency_runs,
-        runtimes=args.runtimes.split(","),
+        runtimes=args.runtimes.split(",") if args.runtimes else default_runtimes(),
         threads=args.threads,
+        targets=load_targets(args.targets) if args.targets else None,
     )
     sys.stdout.write(json.dumps(report) + "\n" if args.json else format_report(report))
     return 0
@@ -165,7 +181,6 @@ def register(
     commands: argparse._SubParsersAction,  # type: ignore[type-arg]
     add_overrides: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    from flowerclf.inference.backends import BACKENDS
 
     export = commands.add_parser(
         "export",
@@ -201,7 +216,7 @@ def register(
     export.add_argument("--parity-images", type=int, default=50)
     export.add_argument("--calibration-images", type=int, default=256)
     export.add_argument("--json", action="store_true", help="one-line JSON summary")
-    export.set_defaults(handler=_export)
+    export.set_defaults(handler=_export, extra="export")
 
     predict = commands.add_parser(
         "predict",
@@ -237,11 +252,23 @@ def register(
         ),
     )
     bench.add_argument("--model", help=f"model package directory (default ${MODEL_ENV})")
-    bench.add_argument("--images", help="image directory (default: the package's test images)")
+    bench.add_argument(
+        "--images",
+        help="image directory (default: the images of the package's dataset, all splits; "
+        "else its gallery thumbnails)",
+    )
     bench.add_argument("--num-images", type=int, default=256)
     bench.add_argument("--batch-size", type=int, default=32)
     bench.add_argument("--latency-runs", type=int, default=100)
-    bench.add_argument("--runtimes", default="torch,onnx_fp32,onnx_int8")
+    bench.add_argument(
+        "--runtimes",
+        help="comma-separated, from torch,onnx_fp32,onnx_int8 (default: all that are installed)",
+    )
     bench.add_argument("--threads", type=int, default=None, help="default: physical cores")
+    bench.add_argument(
+        "--targets", metavar="FILE",
+        help='JSON goals, {"targets": {figure: goal}}, marked met or not in the report '
+        "(this project's: scripts/benchmark_targets.json)",
+    )  # fmt: skip
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=_benchmark)

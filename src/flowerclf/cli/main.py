@@ -16,6 +16,7 @@ from typing import Any
 
 from flowerclf import __version__
 from flowerclf.cli import data_commands, inference_commands, serve_commands, train_commands
+from flowerclf.cli.extras import check_extra, is_third_party, missing_extra_error
 from flowerclf.core.errors import EXIT_FAILURE, FlowerclfError
 
 log = logging.getLogger("flowerclf")
@@ -39,12 +40,9 @@ def add_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_show(args: argparse.Namespace) -> int:
-    from omegaconf import OmegaConf
-
     from flowerclf.config import compose_config
 
-    cfg = compose_config(args.overrides, args.config)
-    sys.stdout.write(OmegaConf.to_yaml(cfg, resolve=True))
+    sys.stdout.write(compose_config(args.overrides, args.config).to_yaml())
     return EXIT_OK
 
 
@@ -85,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_commands.register(commands, add_overrides)
 
     config = commands.add_parser("config", help="inspect the Hydra configuration")
+    config.set_defaults(extra="train")  # Hydra, OmegaConf, pydantic
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     show = config_commands.add_parser(
         "show", help="print the composed config for the given overrides (validates them)"
@@ -146,6 +145,22 @@ _USER_PATH_ERRORS = (
 )  # fmt: skip
 
 
+def _run(args: argparse.Namespace) -> int:
+    """Run the command's handler; a command that needs an install extra (``extra`` in its
+    parser defaults) says which one when it, or a module it imports, is not installed."""
+    handler: Any = args.handler
+    extra: str | None = getattr(args, "extra", None)
+    if extra is None:
+        return int(handler(args))
+    check_extra(args.command, extra)
+    try:
+        return int(handler(args))
+    except ModuleNotFoundError as exc:
+        if not is_third_party(exc.name):
+            raise
+        raise missing_extra_error(args.command, extra, [str(exc.name)]) from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowerclf`` console script; returns the exit status."""
     parser = build_parser()
@@ -158,9 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if trailing:
         args.options = [*args.options, *trailing]
     _configure_logging(args)
-    handler: Any = args.handler
     try:
-        return int(handler(args))
+        return _run(args)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130

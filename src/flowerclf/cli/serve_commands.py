@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flowerclf.core.errors import UsageError
+from flowerclf.core.package_format import load_package
 from flowerclf.serving import ENV_PREFIX
+
+if TYPE_CHECKING:
+    from flowerclf.serving.settings import ServeSettings
+
+log = logging.getLogger(__name__)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,20 +30,23 @@ def _serve(args: argparse.Namespace) -> int:
         "model": args.model, "backend": args.backend, "host": args.host, "port": args.port,
         "workers": args.workers, "max_body_bytes": args.max_body_bytes,
         "max_batch_files": args.max_batch_files, "micro_batch": args.micro_batch,
-        "inference_threads": args.threads, "reject": args.reject,
-        "reject_threshold": args.reject_threshold,
+        "inference_threads": args.threads, "max_active_requests": args.max_active_requests,
+        "max_queued_requests": args.max_queued_requests, "body_timeout_s": args.body_timeout,
+        "header_timeout_s": args.header_timeout, "docs": args.docs, "metrics": args.metrics,
+        "reject": args.reject, "reject_threshold": args.reject_threshold,
     }  # fmt: skip
     for name, value in flags.items():
         if value is not None:
             os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
 
-    from flowerclf.core.package_format import load_package
+    from flowerclf.serving.protocol import HeaderTimeoutProtocol
     from flowerclf.serving.settings import ServeSettings
 
     settings = ServeSettings()
     if settings.model is None:
         raise UsageError("no model package given: pass --model DIR or set FLOWERCLF_SERVE_MODEL")
     load_package(settings.model)  # fail here, with a clear message, not in every worker
+    _warn_if_exposed(settings)
     uvicorn.run(
         "flowerclf.serving.app:app_from_env",
         factory=True,
@@ -44,8 +55,28 @@ def _serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
+        http=HeaderTimeoutProtocol,
+        timeout_keep_alive=int(max(1, round(settings.keep_alive_timeout_s))),
+        # A hard cap on connections and tasks; uvicorn answers a plain 503 above it. The
+        # app's own admission limit (503 + Retry-After, error schema) is far below it.
+        limit_concurrency=settings.max_connections,
     )
     return 0
+
+
+def _warn_if_exposed(settings: ServeSettings) -> None:
+    import ipaddress
+
+    try:
+        loopback = ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:  # a host name
+        loopback = settings.host == "localhost"
+    if not loopback and settings.api_key is None:
+        log.warning(
+            "serving on %s without an API key: anyone who can reach the port can use the "
+            "model; set %sAPI_KEY (and %sDOCS=false / %sMETRICS=false to hide those routes)",
+            settings.host, ENV_PREFIX, ENV_PREFIX, ENV_PREFIX,
+        )  # fmt: skip
 
 
 def _ui(args: argparse.Namespace) -> int:
@@ -91,7 +122,9 @@ def register(
             "REST service for a model package: POST /v1/predict, /v1/predict/batch, "
             "/v1/embed, /v1/similar; GET /v1/classes, /v1/model, /health, /ready, /metrics; "
             "OpenAPI docs at /docs. Every flag is also an environment variable "
-            f"{ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}MODEL)."
+            f"{ENV_PREFIX}<FLAG> (e.g. {ENV_PREFIX}MODEL). Set {ENV_PREFIX}API_KEY to "
+            "require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' on every route but "
+            "/health and /ready (an environment variable only: flags show up in ps)."
         ),
     )
     serve.add_argument("--model", type=Path, help="model package directory (flowerclf export)")
@@ -109,7 +142,23 @@ def register(
     serve.add_argument(
         "--micro-batch", type=_bool, metavar="BOOL", help="group concurrent requests (false)"
     )
-    serve.set_defaults(handler=_serve)
+    serve.add_argument(
+        "--max-active-requests", type=int, metavar="N",
+        help="inference requests worked on at once (8); more wait in a bounded queue",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-queued-requests", type=int, metavar="N",
+        help="inference requests allowed to wait (64); beyond: 503 with Retry-After",
+    )  # fmt: skip
+    serve.add_argument(
+        "--body-timeout", type=float, metavar="S", help="seconds to receive a body (30; 408)"
+    )
+    serve.add_argument(
+        "--header-timeout", type=float, metavar="S", help="seconds to receive headers (10)"
+    )
+    serve.add_argument("--docs", type=_bool, metavar="BOOL", help="serve /docs (true)")
+    serve.add_argument("--metrics", type=_bool, metavar="BOOL", help="serve /metrics (true)")
+    serve.set_defaults(handler=_serve, extra="serve")
 
     ui = commands.add_parser(
         "ui",
@@ -121,7 +170,7 @@ def register(
     source.add_argument("--model", type=Path, help="model package directory (in-process)")
     ui.add_argument("--port", type=int, default=8501, help="port (default 8501)")
     ui.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    ui.set_defaults(handler=_ui)
+    ui.set_defaults(handler=_ui, extra="ui")
 
     load = commands.add_parser(
         "loadtest",
@@ -143,4 +192,4 @@ def register(
     load.add_argument("--micro-batch", type=_bool, default=False, metavar="BOOL")
     load.add_argument("--no-baseline", action="store_true", help="skip the in-process figure")
     load.add_argument("--json", action="store_true", help="print one JSON object")
-    load.set_defaults(handler=_loadtest)
+    load.set_defaults(handler=_loadtest, extra="serve")

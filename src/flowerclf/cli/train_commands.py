@@ -139,7 +139,7 @@ def register(
         "--json", action="store_true", help="print one JSON object as the last stdout line"
     )
     add_overrides(train)
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=_train, extra="train")
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -169,4 +169,4 @@ def register(
         "brightness/contrast, rotation and downscaling corruptions (options: data.root=, "
         "out=, ood.max_images=)",
     )  # fmt: skip
-    evaluate.set_defaults(handler=_evaluate)
+    evaluate.set_defaults(handler=_evaluate, extra="train")

@@ -3,7 +3,8 @@
 Configs live in the ``flowerclf.conf`` package and are found through importlib.resources by
 Hydra's ``initialize_config_module``, so they work from a wheel as well as from a checkout.
 Hydra's own errors are correct but terse; every override is checked here first so that a
-typo gets "did you mean" and the list of what is valid.
+typo gets "did you mean" and the list of what is valid. Hydra is only the composition front
+end: what comes out is the typed, frozen :class:`~flowerclf.config.schema.FlowerclfConfig`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from flowerclf.config.schema import validate_config
+from flowerclf.config.schema import FlowerclfConfig, validate_config
 from flowerclf.core.errors import ConfigError
 
 CONFIG_MODULE = "flowerclf.conf"
@@ -78,15 +79,16 @@ def _check_key_exists(cfg: DictConfig, dotted: str) -> None:
             where = ".".join(walked) or "the top level"
             raise ConfigError(
                 f"unknown config key {dotted!r}.{_did_you_mean(part, keys)} "
-                f"Valid keys in {where}: {', '.join(sorted(keys))}. "
-                f"(Prefix with '+' to add a new key on purpose.)"
+                f"Valid keys in {where}: {', '.join(sorted(keys))}"
             )
         node = node[part]
         walked.append(part)
 
 
-def compose_config(overrides: Sequence[str] = (), config_file: str | None = None) -> DictConfig:
-    """Compose ``config.yaml`` with Hydra ``overrides`` and validate the result.
+def compose_config(
+    overrides: Sequence[str] = (), config_file: str | None = None
+) -> FlowerclfConfig:
+    """Compose ``config.yaml`` with Hydra ``overrides``; return it validated and typed.
 
     With ``config_file`` (``FILE`` or ``FILE:SECTION``, e.g. the DVC pipeline's
     ``params.yaml:tf_flowers``) the base is that already-composed config instead; see
@@ -118,12 +120,10 @@ def compose_config(overrides: Sequence[str] = (), config_file: str | None = None
             continue
         _check_key_exists(base, override.key_or_group)
 
-    cfg = _compose(list(overrides))
-    validate_config(cfg)
-    return cfg
+    return validate_config(_compose(list(overrides)))
 
 
-def load_config_file(spec: str, overrides: Sequence[str] = ()) -> DictConfig:
+def load_config_file(spec: str, overrides: Sequence[str] = ()) -> FlowerclfConfig:
     """A composed config saved as YAML (``FILE`` or ``FILE:SECTION``), plus ``key=value``.
 
     This is how the DVC pipeline runs its stages from ``params.yaml``, which
@@ -166,5 +166,9 @@ def load_config_file(spec: str, overrides: Sequence[str] = ()) -> DictConfig:
         if not override.is_add() and not override.is_force_add():
             _check_key_exists(cfg, key)
         OmegaConf.update(cfg, key, override.value(), merge=True, force_add=True)
-    validate_config(cfg)
-    return cfg
+    return validate_config(cfg)
+
+
+def packaged_defaults() -> FlowerclfConfig:
+    """The config with no overrides: every default, as the packaged Hydra configs set it."""
+    return validate_config(_compose([]))

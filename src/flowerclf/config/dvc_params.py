@@ -56,8 +56,7 @@ def params_dict(extra: Sequence[str] = ()) -> dict[str, Any]:
 
     params: dict[str, Any] = {}
     for recipe in RECIPES:
-        cfg = compose_config(recipe_overrides(recipe, extra))
-        params[recipe] = OmegaConf.to_container(cfg, resolve=True)
+        params[recipe] = compose_config(recipe_overrides(recipe, extra)).to_dict()
     return params
 
 

@@ -25,9 +25,11 @@ class ConfigError(FlowerclfError, ValueError):
 
 
 class UsageError(FlowerclfError, ValueError):
-    """A command was called with arguments that cannot work together."""
+    """A command was called with arguments that cannot work together.
 
-    exit_code = EXIT_USAGE
+    Exits 1 like the other failures (as these did before the hierarchy existed); 2 stays
+    reserved for configuration errors, the Hydra overrides every pipeline command takes.
+    """
 
 
 class DatasetLayoutError(FlowerclfError, ValueError):
@@ -86,3 +88,7 @@ class TensorRTUnavailableError(FlowerclfError, RuntimeError):
 
 class ServiceError(FlowerclfError, RuntimeError):
     """A server flowerclf started or talks to did not come up or answer as it should."""
+
+
+class MissingExtraError(FlowerclfError):
+    """A command needs an optional part of flowerclf (an install extra) that is missing."""

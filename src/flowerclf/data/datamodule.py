@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 import torch
@@ -22,7 +22,12 @@ from flowerclf.data.manifest import (
     read_manifest,
 )
 from flowerclf.data.prepare import resolve_root
-from flowerclf.data.transforms import EvalTransform, build_mixup, build_train_transform
+from flowerclf.data.transforms import (
+    AugmentSettings,
+    EvalTransform,
+    build_mixup,
+    build_train_transform,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +67,62 @@ def prepared_raw_dir(prepared_dir: Path) -> Path:
     return prepared_dir.parent / info["raw_dir"]
 
 
+# What the DataModule reads from the typed config (flowerclf.config.schema.FlowerclfConfig).
+# Declared here because the data layer sits below the config layer; the typed config
+# satisfies these protocols as it is.
+
+
+class LoaderSettings(Protocol):
+    """The ``data`` section: where the prepared dataset is and how batches are loaded."""
+
+    @property
+    def root(self) -> str | None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def num_workers(self) -> int: ...
+    @property
+    def pin_memory(self) -> bool: ...
+    @property
+    def persistent_workers(self) -> bool: ...
+
+
+class TrainSplitSettings(Protocol):
+    """The part of the ``trainer`` section the data needs."""
+
+    @property
+    def train_splits(self) -> Sequence[str]: ...
+
+
+class LabelSmoothingSettings(Protocol):
+    """The part of the ``loss`` section MixUp/CutMix targets need."""
+
+    @property
+    def label_smoothing(self) -> float: ...
+
+
+class DataModuleSettings(Protocol):
+    """A whole typed config, as far as the DataModule reads it."""
+
+    @property
+    def data(self) -> LoaderSettings: ...
+    @property
+    def augment(self) -> AugmentSettings: ...
+    @property
+    def trainer(self) -> TrainSplitSettings: ...
+    @property
+    def loss(self) -> LabelSmoothingSettings: ...
+    @property
+    def seed(self) -> int: ...
+
+
 class FlowerDataModule(L.LightningDataModule):
     """Serves a prepared dataset to Lightning.
+
+    Built by :meth:`from_config` from the typed config; every setting is explicit here
+    (no defaults: those live in the packaged Hydra configs).
 
     Args:
         prepared_dir: ``<data.root>/<data.name>`` as written by ``flowerclf data prepare``.
@@ -72,26 +131,27 @@ class FlowerDataModule(L.LightningDataModule):
         seed: seeds the training shuffle and (through Lightning) the workers.
         train_splits: manifest splits used for training (e.g. ``["train", "val"]`` to
             train on train+val for the final Oxford-102 protocol).
+        label_smoothing: applied to the soft targets of MixUp/CutMix.
     """
 
     def __init__(
         self,
         prepared_dir: str | Path,
         spec: PreprocessSpec,
-        augment: Mapping[str, Any] | None = None,
+        augment: AugmentSettings,
         *,
-        batch_size: int = 32,
-        num_workers: int = 2,
-        pin_memory: bool = False,
-        persistent_workers: bool = True,
-        seed: int = 42,
-        train_splits: Sequence[str] = ("train",),
-        label_smoothing: float = 0.0,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool,
+        persistent_workers: bool,
+        seed: int,
+        train_splits: Sequence[str],
+        label_smoothing: float,
     ) -> None:
         super().__init__()
         self.prepared_dir = Path(prepared_dir)
         self.spec = spec
-        self.augment = dict(augment or {})
+        self.augment = augment
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
@@ -106,24 +166,21 @@ class FlowerDataModule(L.LightningDataModule):
         self._datasets: dict[str, ManifestDataset] = {}
 
     @classmethod
-    def from_config(cls, cfg: Any, spec: PreprocessSpec) -> FlowerDataModule:
-        """Build from a composed config (``cfg.data``, ``cfg.augment``, ``cfg.seed`` and, when
-        present, ``cfg.trainer.train_splits`` and ``cfg.loss.label_smoothing``)."""
-        from omegaconf import OmegaConf
-
+    def from_config(cls, cfg: DataModuleSettings, spec: PreprocessSpec) -> FlowerDataModule:
+        """Build from the typed config (``data``, ``augment``, ``seed``,
+        ``trainer.train_splits`` and ``loss.label_smoothing``)."""
         data = cfg.data
-        augment = OmegaConf.to_container(cfg.augment, resolve=True) if "augment" in cfg else {}
         return cls(
             resolve_root(data.root) / data.name,
             spec,
-            augment,  # type: ignore[arg-type]
-            batch_size=int(data.batch_size),
-            num_workers=int(data.num_workers),
-            pin_memory=bool(data.pin_memory),
-            persistent_workers=bool(data.persistent_workers),
-            seed=int(cfg.seed),
-            train_splits=tuple(cfg.trainer.train_splits) if "trainer" in cfg else ("train",),
-            label_smoothing=float(cfg.loss.label_smoothing) if "loss" in cfg else 0.0,
+            cfg.augment,
+            batch_size=data.batch_size,
+            num_workers=data.num_workers,
+            pin_memory=data.pin_memory,
+            persistent_workers=data.persistent_workers,
+            seed=cfg.seed,
+            train_splits=tuple(cfg.trainer.train_splits),
+            label_smoothing=cfg.loss.label_smoothing,
         )
 
     @property

@@ -17,6 +17,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 from flowerclf.core.errors import DatasetLayoutError
+from flowerclf.core.fs import write_atomic
 
 MANIFEST_FILE = "manifest.csv"
 CLASSES_FILE = "classes.json"
@@ -47,14 +48,6 @@ def manifest_bytes(rows: Sequence[ManifestRow]) -> bytes:
     for row in rows:
         writer.writerow(astuple(row))
     return buffer.getvalue().encode("utf-8")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def write_manifest(directory: Path, rows: Sequence[ManifestRow], classes: Sequence[str]) -> str:

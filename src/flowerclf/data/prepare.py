@@ -9,6 +9,11 @@ Layout under the data root::
     <root>/<name>/dataset.json      how it was made: recipe, source, seed, manifest hash
     <root>/<name>/report.{json,md}  counts, exclusions, duplicates, conflicts, sizes
     <root>/<name>/class_counts.png
+
+``<root>/<name>/`` is written as a whole: everything goes into a staging directory that is
+swapped in at the end, so ``manifest.csv``, ``dataset.json`` (with the manifest's sha256)
+and the report always belong to the same run, also after Ctrl-C. One preparation at a time
+runs per data root (a lock file), since datasets share the raw copies and scan caches.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from flowerclf.core.fs import exclusive_lock, staged_directory, write_atomic
+from flowerclf.core.imaging import DEFAULT_MAX_PIXELS
 from flowerclf.data.curation import Candidate, curate
-from flowerclf.data.manifest import DATASET_FILE, ManifestRow, write_atomic, write_manifest
+from flowerclf.data.manifest import DATASET_FILE, ManifestRow, write_manifest
 from flowerclf.data.recipes import SPLITS, RawListing, Recipe, make_recipe
 from flowerclf.data.report import REPORT_JSON, write_report_files
 from flowerclf.data.scan import ScanResult, scan_files
@@ -31,6 +38,13 @@ from flowerclf.data.sources import acquire_raw, default_data_root
 from flowerclf.data.split import stratified_split
 
 log = logging.getLogger(__name__)
+
+LOCK_FILE = ".prepare.lock"
+# What dataset.json repeats from the report (the training side reads it).
+DATASET_INFO_KEYS = (
+    "dataset", "recipe", "source", "raw_dir", "seed", "split_mode", "fractions",
+    "num_images", "num_classes", "classes", "splits", "manifest_sha256",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -46,7 +60,7 @@ class PrepareOptions:
     split: str = "random"
     fractions: Mapping[str, float] | None = None
     seed: int = 42
-    max_pixels: int = 89_478_485
+    max_pixels: int = DEFAULT_MAX_PIXELS
     scan_workers: int = 2
     refresh: bool = False
 
@@ -244,27 +258,57 @@ def prepare_dataset(options: PrepareOptions) -> dict[str, Any]:
     """
     recipe: Recipe = make_recipe(options.recipe, options.classes)
     root = options.root
-    raw_dir, source_used = acquire_raw(
-        recipe,
-        options.source,
-        root,
-        refresh=options.refresh,
-        source_sha256=options.source_sha256,
-    )
-    listing = recipe.list_items(raw_dir)
-    to_scan = [i.path for i in listing.items if i.problem is None and i.class_name is not None]
-    scans = _scan_with_cache(
-        raw_dir,
-        to_scan,
-        root / "cache" / f"scan-{recipe.raw_name}.json",
-        options.max_pixels,
-        options.scan_workers,
-    )
-    fractions = dict(options.fractions or {"train": 0.8, "val": 0.1, "test": 0.1})
-    rows, bookkeeping = build_manifest(listing, scans, options.split, fractions, options.seed)
-    out_dir = root / options.name
-    digest = write_manifest(out_dir, rows, listing.classes)
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(root / LOCK_FILE):
+        raw_dir, source_used = acquire_raw(
+            recipe,
+            options.source,
+            root,
+            refresh=options.refresh,
+            source_sha256=options.source_sha256,
+        )
+        listing = recipe.list_items(raw_dir)
+        to_scan = [i.path for i in listing.items if i.problem is None and i.class_name is not None]
+        scans = _scan_with_cache(
+            raw_dir,
+            to_scan,
+            root / "cache" / f"scan-{recipe.raw_name}.json",
+            options.max_pixels,
+            options.scan_workers,
+        )
+        fractions = dict(options.fractions or {"train": 0.8, "val": 0.1, "test": 0.1})
+        rows, bookkeeping = build_manifest(listing, scans, options.split, fractions, options.seed)
+        out_dir = root / options.name
+        with staged_directory(out_dir) as staging:
+            digest = write_manifest(staging, rows, listing.classes)
+            report = _make_report(
+                options, recipe, listing, scans, rows, bookkeeping, fractions,
+                raw_dir=raw_dir, out_dir=out_dir, source_used=source_used, digest=digest,
+            )  # fmt: skip
+            dataset_info = {key: report[key] for key in DATASET_INFO_KEYS}
+            write_atomic(
+                staging / DATASET_FILE,
+                (json.dumps(dataset_info, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+            )
+            write_report_files(staging, report)
+    return report
 
+
+def _make_report(
+    options: PrepareOptions,
+    recipe: Recipe,
+    listing: RawListing,
+    scans: Mapping[str, ScanResult],
+    rows: Sequence[ManifestRow],
+    bookkeeping: Mapping[str, Any],
+    fractions: Mapping[str, float],
+    *,
+    raw_dir: Path,
+    out_dir: Path,
+    source_used: str,
+    digest: str,
+) -> dict[str, Any]:
+    root = options.root
     per_class = {c: dict.fromkeys(SPLITS, 0) for c in listing.classes}
     for row in rows:
         per_class[row.class_name][row.split] += 1
@@ -278,7 +322,7 @@ def prepare_dataset(options: PrepareOptions) -> dict[str, Any]:
             f"official splits keeps its copy in the earlier split (train < val < test) so no "
             f"image is both trained and tested on."
         )
-    report: dict[str, Any] = {
+    return {
         "dataset": options.name,
         "recipe": options.recipe,
         "description": recipe.description,
@@ -290,7 +334,7 @@ def prepare_dataset(options: PrepareOptions) -> dict[str, Any]:
         "prepared_dir": str(out_dir.relative_to(root)),
         "seed": options.seed,
         "split_mode": options.split,
-        "fractions": fractions if options.split == "random" else None,
+        "fractions": dict(fractions) if options.split == "random" else None,
         "num_files": len(listing.items),
         "num_decodable": sum(1 for s in scans.values() if s.error is None),
         "num_images": len(rows),
@@ -308,19 +352,6 @@ def prepare_dataset(options: PrepareOptions) -> dict[str, Any]:
         "manifest": str((out_dir / "manifest.csv").relative_to(root)),
         "manifest_sha256": digest,
     }
-    dataset_info = {
-        key: report[key]
-        for key in (
-            "dataset", "recipe", "source", "raw_dir", "seed", "split_mode", "fractions",
-            "num_images", "num_classes", "classes", "splits", "manifest_sha256",
-        )
-    }  # fmt: skip
-    write_atomic(
-        out_dir / DATASET_FILE,
-        (json.dumps(dataset_info, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
-    )
-    write_report_files(out_dir, report)
-    return report
 
 
 def load_report(prepared_dir: Path) -> dict[str, Any]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
-from flowerclf.data.manifest import write_atomic
+from flowerclf.core.fs import write_atomic
 from flowerclf.data.recipes import SPLITS
 
 REPORT_JSON = "report.json"
@@ -112,10 +113,11 @@ def plot_class_counts(report: dict[str, Any], path: Path) -> None:
     ax.legend(loc="lower right")
     ax.tick_params(axis="y", labelsize=8 if len(classes) > 20 else 10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
     # No timestamp metadata: the same report gives the same PNG.
-    fig.savefig(path, dpi=100, metadata={"Software": None})
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
+    write_atomic(path, buffer.getvalue())
 
 
 def write_report_files(directory: Path, report: dict[str, Any]) -> dict[str, Path]:

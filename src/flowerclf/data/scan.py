@@ -20,6 +20,11 @@ from flowerclf.core.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_
 
 log = logging.getLogger(__name__)
 
+# Validation needs every byte decoded, not every pixel kept: the scan lets the decoder
+# shrink (JPEG DCT scaling, integer reduce) to this short side, which still reads and checks
+# the whole file but keeps a 50 MP photo from costing hundreds of megabytes per worker.
+SCAN_SHORT_SIDE = 64
+
 
 @dataclass(frozen=True)
 class ScanResult:
@@ -43,10 +48,10 @@ def scan_file(raw_dir: Path, relative: str, max_pixels: int = DEFAULT_MAX_PIXELS
         return ScanResult(relative, None, None, None, None, None, f"cannot read: {exc.strerror}")
     digest = hashlib.sha256(data).hexdigest()
     try:
-        decoded = decode_rgb(data, max_pixels=max_pixels)
+        decoded = decode_rgb(data, max_pixels=max_pixels, target_short_side=SCAN_SHORT_SIDE)
     except ImageDecodeError as exc:
         return ScanResult(relative, digest, None, None, None, None, exc.reason)
-    width, height = decoded.image.size
+    width, height = decoded.original_size
     return ScanResult(
         relative, digest, width, height, decoded.source_format, decoded.source_mode, None
     )

@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
+from flowerclf.core.fs import staged_directory, write_atomic
 from flowerclf.data.download import RemoteFile, download
 from flowerclf.data.recipes import DatasetLayoutError, Recipe
 
@@ -102,14 +102,16 @@ def acquire_raw(
             log.info("reusing raw copy %s (from %s)", raw_dir, recorded)
             return raw_dir, str(recorded)
         log.info("source changed (%s -> %s); rebuilding %s", recorded, described, raw_dir)
-    if raw_dir.exists():
-        shutil.rmtree(raw_dir)
     fetched = _fetch_source(recipe, source, root / "downloads", source_sha256)
     log.info("materialising %s from %s", raw_dir, fetched)
-    raw_dir.parent.mkdir(parents=True, exist_ok=True)
-    recipe.materialize(fetched, raw_dir)
-    marker.write_text(
-        json.dumps({"recipe": recipe.raw_name, "source": described}, indent=2) + "\n",
-        encoding="utf-8",
-    )
+    # Built beside the old copy and swapped in whole: an interrupted rebuild keeps the old
+    # raw copy, and the marker is only ever next to a complete one.
+    with staged_directory(raw_dir, create=False) as staging:
+        recipe.materialize(fetched, staging)
+        write_atomic(
+            staging / RAW_MARKER,
+            (json.dumps({"recipe": recipe.raw_name, "source": described}, indent=2) + "\n").encode(
+                "utf-8"
+            ),
+        )
     return raw_dir, described

@@ -8,13 +8,46 @@ the same function every deployed runtime uses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from PIL import Image
 
 from flowerclf.core.preprocess import PreprocessSpec, preprocess_eval
+
+
+class AugmentSettings(Protocol):
+    """The ``augment`` config section (:class:`flowerclf.config.schema.AugmentConfig`).
+
+    Declared here because the data layer sits below the config layer; the typed section
+    satisfies it as it is. Its values, defaults included, come from the config.
+    """
+
+    @property
+    def hflip(self) -> float: ...
+    @property
+    def vflip(self) -> float: ...
+    @property
+    def scale(self) -> tuple[float, float]: ...
+    @property
+    def ratio(self) -> tuple[float, float]: ...
+    @property
+    def color_jitter(self) -> float: ...
+    @property
+    def rand_augment(self) -> str | None: ...
+    @property
+    def gaussian_noise_std(self) -> float: ...
+    @property
+    def random_erasing(self) -> float: ...
+    @property
+    def mixup_alpha(self) -> float: ...
+    @property
+    def cutmix_alpha(self) -> float: ...
+    @property
+    def mix_prob(self) -> float: ...
+    @property
+    def mix_switch_prob(self) -> float: ...
 
 
 class EvalTransform:
@@ -44,7 +77,7 @@ class AddGaussianNoise:
 
 
 def build_train_transform(
-    spec: PreprocessSpec, augment: Mapping[str, Any]
+    spec: PreprocessSpec, augment: AugmentSettings
 ) -> Callable[[Image.Image], torch.Tensor]:
     """timm training transform for ``spec`` with the switches in ``augment``."""
     from timm.data import create_transform
@@ -53,41 +86,38 @@ def build_train_transform(
     transform = create_transform(
         input_size=spec.input_size,
         is_training=True,
-        scale=tuple(augment.get("scale", (0.08, 1.0))),
-        ratio=tuple(augment.get("ratio", (0.75, 4 / 3))),
-        hflip=float(augment.get("hflip", 0.5)),
-        vflip=float(augment.get("vflip", 0.0)),
-        color_jitter=float(augment.get("color_jitter", 0.0)),
-        auto_augment=augment.get("rand_augment"),
+        scale=tuple(augment.scale),
+        ratio=tuple(augment.ratio),
+        hflip=augment.hflip,
+        vflip=augment.vflip,
+        color_jitter=augment.color_jitter,
+        auto_augment=augment.rand_augment,
         interpolation=spec.interpolation,
         mean=spec.mean,
         std=spec.std,
-        re_prob=float(augment.get("random_erasing", 0.0)),
+        re_prob=augment.random_erasing,
     )
-    noise = float(augment.get("gaussian_noise_std", 0.0))
-    if noise > 0:
-        transform = transforms.Compose([transform, AddGaussianNoise(noise)])
+    if augment.gaussian_noise_std > 0:
+        transform = transforms.Compose([transform, AddGaussianNoise(augment.gaussian_noise_std)])
     return transform  # type: ignore[no-any-return]
 
 
 def build_mixup(
-    augment: Mapping[str, Any], num_classes: int, label_smoothing: float = 0.0
+    augment: AugmentSettings, num_classes: int, label_smoothing: float
 ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None:
     """timm ``Mixup`` for MixUp and/or CutMix, or ``None`` when both are off.
 
     With MixUp/CutMix the targets become soft (one row of class probabilities per image).
     """
-    mixup_alpha = float(augment.get("mixup_alpha", 0.0))
-    cutmix_alpha = float(augment.get("cutmix_alpha", 0.0))
-    if mixup_alpha <= 0 and cutmix_alpha <= 0:
+    if augment.mixup_alpha <= 0 and augment.cutmix_alpha <= 0:
         return None
     from timm.data import Mixup
 
     return Mixup(  # type: ignore[no-any-return]
-        mixup_alpha=mixup_alpha,
-        cutmix_alpha=cutmix_alpha,
-        prob=float(augment.get("mix_prob", 1.0)),
-        switch_prob=float(augment.get("mix_switch_prob", 0.5)),
+        mixup_alpha=augment.mixup_alpha,
+        cutmix_alpha=augment.cutmix_alpha,
+        prob=augment.mix_prob,
+        switch_prob=augment.mix_switch_prob,
         label_smoothing=label_smoothing,
         num_classes=num_classes,
     )

@@ -79,7 +79,7 @@ def evaluate(
         trained.module,
         trained.checkpoint,
         trained.run_id,
-        trained.config,
+        trained.settings,
     )
     datamodule = run_datamodule(config, module.spec, data_root, batch_size, num_workers)
     if datamodule.classes != module.classes:
@@ -97,7 +97,7 @@ def evaluate(
     predictions, calibration = _calibrated(predictions, split, lambda: _val(runner, datamodule))
     uncalibrated_table = calibration.pop("_table")
     extra |= calibration
-    run_dir = Path(config.get("run", {}).get("dir") or checkpoint.parent.parent)
+    run_dir = Path(config.run.dir or checkpoint.parent.parent)
     if not run_dir.is_dir():
         # A run directory that moved with its checkpoint (a DVC pipeline in another clone):
         # the checkpoint still sits in <run dir>/checkpoints/.
@@ -108,12 +108,12 @@ def evaluate(
         train_mask = np.isin(saved["splits"], list(datamodule.train_splits))
         extra["knn_accuracy"] = knn_accuracy(
             predictions.embeddings, predictions.labels, saved["embeddings"][train_mask],
-            saved["labels"][train_mask], int(config["trainer"].get("knn_k", 5)),
+            saved["labels"][train_mask], config.trainer.knn_k,
             len(module.classes),
         )  # fmt: skip
     logger = None
     if run_id:
-        logger = existing_run_logger(run_id, config.get("run", {}).get("tracking_uri"))
+        logger = existing_run_logger(run_id, config.run.tracking_uri)
         if logger is None:
             run_id = None
     out_dir = Path(out) if out else run_dir / "evaluate" / split

@@ -8,7 +8,8 @@ and the training embeddings, and returns the files it wrote into the package plu
 - ``reject.thresholds``: per method, the validation score that keeps ``reject.keep`` of
   the known images, so any method can be chosen at load time;
 - ``reject.method``: the default method, from the OOD evaluation's measured AUROC
-  (``flowerclf evaluate <package> --ood``), see :data:`DEFAULT_METHOD`;
+  (``flowerclf evaluate <package> --ood``), see
+  :data:`flowerclf.export.options.DEFAULT_METHOD`;
 - ``open_set.npz``: kNN bank, class means and shared precision of the embeddings.
 """
 
@@ -22,42 +23,21 @@ from typing import Any
 
 import numpy as np
 
-from flowerclf.core.errors import UsageError
 from flowerclf.core.open_set import (
     METHODS,
     OPEN_SET_FILE,
     OPEN_SET_FILE_KEY,
     unknown_scores,
 )
+from flowerclf.core.package_format import EMBEDDINGS_FILE
+from flowerclf.export.context import IMAGE_CHUNK, ExportContext, StepResult
+from flowerclf.export.dataset_images import iter_preprocessed
+from flowerclf.export.onnx_model import cpu_session, run_in_batches
+from flowerclf.export.options import OpenWorldOptions
 from flowerclf.metrics.calibration import calibration_summary, fit_temperature
-from flowerclf.metrics.open_set import DEFAULT_KNN_K, fit_stats, fit_threshold
+from flowerclf.metrics.open_set import fit_stats, fit_threshold
 
 log = logging.getLogger(__name__)
-
-DEFAULT_KEEP = 0.95
-# Chosen by measured AUROC (`flowerclf evaluate <package> --ood`, tf_flowers EfficientNet-
-# Lite0 of the default pipeline, 367 test images): kNN had the best mean AUROC over the two
-# kinds of unknown images, 0.868 on 500 unseen Oxford-102 species and 0.996 on 136
-# non-flower images (MSP 0.897 / 0.948, energy 0.881 / 0.947, Mahalanobis 0.860 / 0.996),
-# and kept 95.4 % of the test images at the threshold fitted on val for 95 %.
-DEFAULT_METHOD = "knn"
-
-
-@dataclass(frozen=True)
-class OpenWorldOptions:
-    """``reject.keep``, ``reject.method`` and the kNN ``k`` of the export."""
-
-    keep: float = DEFAULT_KEEP
-    method: str = DEFAULT_METHOD
-    knn_k: int = DEFAULT_KNN_K
-
-    def __post_init__(self) -> None:
-        if not 0.5 <= self.keep < 1.0:
-            raise UsageError(f"reject.keep must be in [0.5, 1), got {self.keep}")
-        if self.method not in METHODS:
-            raise UsageError(f"reject.method must be one of {list(METHODS)}, got {self.method!r}")
-        if self.knn_k < 1:
-            raise UsageError(f"reject.knn_k must be >= 1, got {self.knn_k}")
 
 
 @dataclass(frozen=True)
@@ -125,3 +105,28 @@ def fit_open_world(
         },
     }
     return {OPEN_SET_FILE_KEY: OPEN_SET_FILE}, section
+
+
+def write_open_world(context: ExportContext) -> StepResult:
+    """Export step: the ONNX model's validation logits/embeddings and the training
+    embeddings (written by the ``embeddings`` step) -> :func:`fit_open_world`."""
+    val_rows = context.datamodule.split_rows("val")
+    session = cpu_session(context.onnx_path)
+    chunks = iter_preprocessed(
+        val_rows, context.raw_dir, context.spec, "val (calibration, rejection)", IMAGE_CHUNK
+    )
+    outputs = [run_in_batches(session, images, ["logits", "embeddings"]) for images in chunks]
+    num_classes, dim = len(context.classes), context.embedding_dim
+    validation = SplitOutputs(
+        np.concatenate([o[0] for o in outputs]) if outputs else np.zeros((0, num_classes)),
+        np.concatenate([o[1] for o in outputs]) if outputs else np.zeros((0, dim)),
+        np.asarray([r.label for r in val_rows], dtype=np.int64),
+    )
+    with np.load(context.staging / EMBEDDINGS_FILE, allow_pickle=False) as index:
+        train_embeddings, train_labels = index["embeddings"], index["labels"]
+    files, section = fit_open_world(
+        context.staging, validation, train_embeddings, train_labels, context.classes,
+        context.options.open_world,
+        fitted_on_training_images="val" in context.datamodule.train_splits,
+    )  # fmt: skip
+    return StepResult(files=files, entries={"open_world": section})

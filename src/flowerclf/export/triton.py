@@ -11,13 +11,16 @@ Layout (``tritonserver --model-repository <package>/triton`` loads it as is)::
         config.pbtxt
         1/model.py
         1/flowerclf_preprocess_spec.json
-        1/preprocess.py       flowerclf's own torch-free preprocessing, copied verbatim
+        1/flowerclf_core/     flowerclf's own decoding and preprocessing, copied verbatim
       flowerclf/              ensemble: bytes in -> probabilities + embeddings out
         config.pbtxt
         1/
 
 Preprocessing is not re-implemented for Triton: the Python step runs the same
-``preprocess_eval`` module and spec as every other runtime.
+``decode_rgb`` (format allow-list, pixel limit, shrink-on-decode, 16-bit/CMYK/alpha
+handling, EXIF orientation) and ``preprocess_eval`` with the same spec as every other
+runtime. Those modules need only NumPy and Pillow, so they are shipped as files next to the
+step (``flowerclf_core``) and Triton's Python environment needs no flowerclf install.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import json
 import shutil
 from pathlib import Path
 
+import flowerclf.core.errors as errors_module
+import flowerclf.core.imaging as imaging_module
 import flowerclf.core.preprocess as preprocess_module
 from flowerclf.core.package_format import INPUT_NAME
 from flowerclf.core.preprocess import PreprocessSpec
@@ -35,19 +40,27 @@ PREPROCESS_MODEL = "flowerclf_preprocess"
 ENSEMBLE_MODEL = "flowerclf"
 MAX_BATCH_SIZE = 32
 SPEC_FILE = "flowerclf_preprocess_spec.json"
+# The package the Python step imports its decoding and preprocessing from; its modules are
+# flowerclf.core's, copied unchanged (imaging imports errors relatively for this reason).
+SHIPPED_PACKAGE = "flowerclf_core"
+SHIPPED_MODULES = (errors_module, imaging_module, preprocess_module)
 
 _PYTHON_MODEL = '''\
-"""Triton Python backend: encoded image bytes -> flowerclf preprocessed float32 tensor."""
+"""Triton Python backend: encoded image bytes -> flowerclf preprocessed float32 tensor.
 
-import io
+Decoding and preprocessing are flowerclf's own (flowerclf_core, shipped next to this file),
+so Triton refuses and converts images exactly as the CLI, the REST service and MLflow do.
+"""
+
 import json
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from PIL import Image, ImageOps
 
-from preprocess import PreprocessSpec, preprocess_eval
+from {package}.errors import ImageDecodeError
+from {package}.imaging import decode_rgb
+from {package}.preprocess import PreprocessSpec, preprocess_eval
 
 
 class TritonPythonModel:
@@ -56,14 +69,8 @@ class TritonPythonModel:
         self.spec = PreprocessSpec.from_dict(json.loads((here / "{spec_file}").read_text()))
 
     def _to_array(self, data):
-        image = Image.open(io.BytesIO(data))
-        image.seek(0)
-        image = ImageOps.exif_transpose(image) or image
-        if image.mode in ("RGBA", "LA", "P"):
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, rgba)
-        return preprocess_eval(image.convert("RGB"), self.spec)
+        decoded = decode_rgb(data, target_short_side=self.spec.resize_size)
+        return preprocess_eval(decoded.image, self.spec)
 
     def execute(self, requests):
         responses = []
@@ -71,9 +78,9 @@ class TritonPythonModel:
             raw = pb_utils.get_input_tensor_by_name(request, "image_bytes").as_numpy()
             try:
                 batch = np.stack([self._to_array(bytes(item[0])) for item in raw])
-            except Exception as exc:  # one bad image fails its request, not the server
+            except ImageDecodeError as exc:  # one bad image fails its request, not the server
                 responses.append(pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"cannot decode image: {{exc}}")))
+                    error=pb_utils.TritonError(f"cannot decode image ({{exc.kind}}): {{exc}}")))
                 continue
             out = pb_utils.Tensor("{input_name}", batch.astype(np.float32))
             responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
@@ -194,6 +201,18 @@ ensemble_scheduling {{
 """
 
 
+def ship_core_modules(destination: Path) -> Path:
+    """Copy decoding and preprocessing (flowerclf.core's files, unchanged) into a package."""
+    destination.mkdir(parents=True, exist_ok=True)
+    (destination / "__init__.py").write_text(
+        '"""flowerclf.core\'s decoding and preprocessing, shipped with the Triton step."""\n'
+    )
+    for module in SHIPPED_MODULES:
+        source = Path(str(module.__file__))
+        shutil.copyfile(source, destination / source.name)
+    return destination
+
+
 def write_triton_repository(
     root: Path,
     onnx_path: Path,
@@ -214,10 +233,10 @@ def write_triton_repository(
     (pre_dir / "1").mkdir(parents=True, exist_ok=True)
     (pre_dir / "config.pbtxt").write_text(_preprocess_config(size))
     (pre_dir / "1" / "model.py").write_text(
-        _PYTHON_MODEL.format(spec_file=SPEC_FILE, input_name=INPUT_NAME)
+        _PYTHON_MODEL.format(spec_file=SPEC_FILE, input_name=INPUT_NAME, package=SHIPPED_PACKAGE)
     )
     (pre_dir / "1" / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
-    shutil.copyfile(Path(preprocess_module.__file__), pre_dir / "1" / "preprocess.py")
+    ship_core_modules(pre_dir / "1" / SHIPPED_PACKAGE)
 
     ensemble_dir = root / ENSEMBLE_MODEL
     (ensemble_dir / "1").mkdir(parents=True, exist_ok=True)  # Triton wants a version dir

@@ -4,18 +4,21 @@ Each runtime runs in its own fresh process (so peak resident memory is its own, 
 runtime's thread pools cannot slow another), one after the other, on the same
 preprocessed images; preprocessing is excluded from those figures. ``end_to_end`` runs
 ``Classifier.predict`` on the image files: decoding, preprocessing and ONNX fp32, which
-is what users get.
+is what users get. With ``--targets FILE`` the report also says which of a project's
+goals (e.g. this project's scripts/benchmark_targets.json) the figures meet.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import multiprocessing as mp
 import platform
 import random
 import resource
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +36,14 @@ from flowerclf.inference.inputs import to_rgb
 RUNTIME_BACKENDS = {"torch": "torch", "onnx_fp32": "onnx", "onnx_int8": "onnx_int8"}
 MIN_SECONDS = 3.0  # per throughput measurement: long enough to average out jitter
 WORKING_SET = 64  # preprocessed images a runtime process holds (cycled for throughput)
-TARGETS = {
-    "onnx_fp32_vs_torch": 4.0,
-    "onnx_fp32_p50_ms": 5.0,
-    "onnx_int8_vs_fp32": 1.3,
-    "int8_accuracy_drop_points": 1.0,
+# The figures a targets file (``--targets``) may set goals for, and which way is better.
+# The goals themselves are a project's, not the library's: this project keeps its own in
+# scripts/benchmark_targets.json.
+TARGET_FIGURES = {
+    "onnx_fp32_vs_torch": "higher",
+    "onnx_fp32_p50_ms": "lower",
+    "onnx_int8_vs_fp32": "higher",
+    "int8_accuracy_drop_points": "lower",
 }
 
 
@@ -152,8 +158,15 @@ def run_benchmark(
     latency_runs: int = 100,
     runtimes: Sequence[str] = ("torch", "onnx_fp32", "onnx_int8"),
     threads: int | None = None,
+    targets: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Measure every runtime on the same images; returns the JSON report."""
+    """Measure every runtime on the same images; returns the JSON report.
+
+    Args:
+        targets: goals for some :data:`TARGET_FIGURES` (see :func:`load_targets`); the
+            report's ``targets`` entry says for each figure whether it was met (``None``
+            without a goal or without a measurement).
+    """
 
     unknown = [r for r in runtimes if r not in RUNTIME_BACKENDS]
     if unknown:
@@ -199,7 +212,7 @@ def run_benchmark(
                 "accuracy_drop_points",
             )
         }
-    report["targets"] = _targets(report)
+    report["targets"] = judge_targets(report, targets or {})
     return report
 
 
@@ -222,7 +235,38 @@ def _ratios(report: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-def _targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def load_targets(path: str | Path) -> dict[str, float]:
+    """Read a targets file: ``{"targets": {figure: goal, ...}}`` (other keys are notes).
+
+    Raises:
+        FileNotFoundError: no such file.
+        UsageError: not JSON, an unknown figure, or a goal that is not a number.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"targets file {path} is not valid JSON: {exc}") from None
+    goals = data.get("targets") if isinstance(data, dict) else None
+    if not isinstance(goals, dict):
+        raise UsageError(f'targets file {path} needs a "targets" object: {{figure: goal}}')
+    for figure, goal in goals.items():
+        if figure not in TARGET_FIGURES:
+            close = difflib.get_close_matches(figure, TARGET_FIGURES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(
+                f"targets file {path}: unknown figure {figure!r}{hint}; valid: "
+                f"{', '.join(TARGET_FIGURES)}"
+            )
+        if isinstance(goal, bool) or not isinstance(goal, (int, float)):
+            raise UsageError(f"targets file {path}: goal for {figure!r} must be a number")
+    return {figure: float(goal) for figure, goal in goals.items()}
+
+
+def judge_targets(
+    report: dict[str, Any], targets: Mapping[str, float]
+) -> dict[str, dict[str, Any]]:
+    """Every target figure: its measured value, the goal (if any) and whether it was met."""
     ratios = report["ratios"]
     measured = {
         "onnx_fp32_vs_torch": ratios["onnx_fp32_vs_torch"],
@@ -230,17 +274,14 @@ def _targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "onnx_int8_vs_fp32": ratios["onnx_int8_vs_fp32"],
         "int8_accuracy_drop_points": report.get("int8_accuracy", {}).get("accuracy_drop_points"),
     }
-    lower_is_better = {"onnx_fp32_p50_ms", "int8_accuracy_drop_points"}
-    out = {}
-    for key, target in TARGETS.items():
-        value = measured[key]
-        met = (
-            None
-            if value is None
-            else (value <= target if key in lower_is_better else value >= target)
-        )
-        out[key] = {"value": value, "target": target, "met": met}
-    return out
+    judged = {}
+    for figure, better in TARGET_FIGURES.items():
+        value, goal = measured[figure], targets.get(figure)
+        met = None
+        if value is not None and goal is not None:
+            met = value >= goal if better == "higher" else value <= goal
+        judged[figure] = {"value": value, "target": goal, "met": met}
+    return judged
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -267,6 +308,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines.extend(f"{k}: {v}" for k, v in report["ratios"].items())
     lines.append("")
     for key, target in report["targets"].items():
+        if target["target"] is None:
+            lines.append(f"target {key}: {target['value']} (no goal given: --targets FILE)")
+            continue
         status = {True: "met", False: "NOT met", None: "n/a"}[target["met"]]
         lines.append(f"target {key}: {target['value']} (target {target['target']}): {status}")
     return "\n".join(lines) + "\n"

@@ -179,8 +179,14 @@ class Classifier:
     # --- preprocessing --------------------------------------------------------------------
 
     def preprocess(self, x: ImageInput) -> np.ndarray:
-        """One input -> ``(3, S, S)`` float32, exactly as in evaluation."""
-        return preprocess_eval(to_rgb(x, max_pixels=self.max_pixels), self.spec)
+        """One input -> ``(3, S, S)`` float32, as in evaluation.
+
+        Files and bytes are shrunk while decoding to no less than twice the resize size
+        (JPEG DCT scaling, integer reduce), so a 48 MP photo costs a fraction of its full
+        decode; the antialiased resize that follows gives the same input up to rounding.
+        """
+        image = to_rgb(x, max_pixels=self.max_pixels, target_short_side=self.spec.resize_size)
+        return preprocess_eval(image, self.spec)
 
     def _batches(self, items: Sequence[ImageInput]) -> Iterator[np.ndarray]:
         for start in range(0, len(items), self.batch_size):

@@ -28,20 +28,28 @@ def is_single_input(x: Any) -> bool:
     return not isinstance(x, (list, tuple))
 
 
-def to_rgb(x: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def to_rgb(
+    x: ImageInput,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    target_short_side: int | None = None,
+) -> Image.Image:
     """One input -> upright 8-bit RGB PIL image.
 
     Arrays are pixels in ``HxW`` (grey) or ``HxWxC`` (C = 1, 3 or 4, RGB order): uint8, or
-    floats in [0, 1].
+    floats in [0, 1]. Encoded inputs (paths, bytes) may be shrunk while decoding when
+    ``target_short_side`` is given (see :func:`flowerclf.core.imaging.decode_rgb`); images
+    and arrays are already in memory and are converted as they are.
 
     Raises:
         ImageDecodeError: unreadable file, undecodable bytes, unsupported array.
         TypeError: an input type that is not an image.
     """
     if isinstance(x, (str, os.PathLike)):
-        return load_rgb(x, max_pixels=max_pixels)
+        return load_rgb(x, max_pixels=max_pixels, target_short_side=target_short_side)
     if isinstance(x, (bytes, bytearray, memoryview)):
-        return decode_rgb(bytes(x), max_pixels=max_pixels).image
+        decoded = decode_rgb(bytes(x), max_pixels=max_pixels, target_short_side=target_short_side)
+        return decoded.image
     if isinstance(x, Image.Image):
         if x.width * x.height > max_pixels:
             raise ImageDecodeError(

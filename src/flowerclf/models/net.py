@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flowerclf.config.schema import ModelConfig
 from flowerclf.models.backbones import create_backbone, split_backbone
 
 
@@ -24,8 +25,9 @@ class FlowerNet(nn.Module):
         backbone: nn.Module,
         num_features: int,
         num_classes: int,
-        embedding_dim: int = 128,
-        drop_rate: float = 0.0,
+        *,
+        embedding_dim: int,
+        drop_rate: float,
         tail_blocks: int = 0,
     ) -> None:
         super().__init__()
@@ -78,27 +80,27 @@ class FlowerNet(nn.Module):
 
 
 def build_net(
-    model_cfg: Any, num_classes: int, *, tail_blocks: int = 0, pretrained: bool | None = None
+    model: ModelConfig, num_classes: int, *, tail_blocks: int = 0, pretrained: bool | None = None
 ) -> tuple[FlowerNet, str]:
-    """Build a :class:`FlowerNet` from a ``model`` config section.
+    """Build a :class:`FlowerNet` from the typed ``model`` config section.
 
     Args:
-        pretrained: override ``model_cfg.pretrained`` (False when weights will be loaded
-            from a checkpoint anyway).
+        tail_blocks: backbone blocks on the tail side of the cut (``trainer.tail_blocks``);
+            0 leaves the backbone whole, which is all inference needs.
+        pretrained: override ``model.pretrained`` (False when weights will be loaded from
+            a checkpoint or package anyway).
 
     Returns:
         The network and where its backbone weights came from.
     """
-    use_pretrained = bool(model_cfg["pretrained"]) if pretrained is None else pretrained
-    backbone, origin = create_backbone(
-        str(model_cfg["arch"]), pretrained=use_pretrained, weights=model_cfg.get("weights")
-    )
+    use_pretrained = model.pretrained if pretrained is None else pretrained
+    backbone, origin = create_backbone(model.arch, pretrained=use_pretrained, weights=model.weights)
     net = FlowerNet(
         backbone,
         num_features=int(backbone.num_features),  # type: ignore[arg-type]
         num_classes=num_classes,
-        embedding_dim=int(model_cfg.get("embedding_dim", 128)),
-        drop_rate=float(model_cfg.get("drop_rate", 0.0)),
+        embedding_dim=model.embedding_dim,
+        drop_rate=model.drop_rate,
         tail_blocks=tail_blocks,
     )
     return net, origin

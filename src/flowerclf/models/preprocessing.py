@@ -11,6 +11,7 @@ from typing import Any
 
 import timm
 
+from flowerclf.config.schema import ModelConfig
 from flowerclf.core.errors import ConfigError
 from flowerclf.core.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
@@ -45,7 +46,6 @@ def resolve_spec(arch: str, overrides: Mapping[str, Any] | None = None) -> Prepr
     return PreprocessSpec.from_dict(merged)
 
 
-def spec_from_model_config(model_cfg: Mapping[str, Any]) -> PreprocessSpec:
-    """Resolve the spec for a ``model`` config section (``arch`` + ``preprocess`` overrides)."""
-    overrides = model_cfg.get("preprocess") or {}
-    return resolve_spec(str(model_cfg["arch"]), dict(overrides))
+def spec_from_model_config(model: ModelConfig) -> PreprocessSpec:
+    """Resolve the spec for the typed ``model`` section (``arch`` + ``preprocess`` overrides)."""
+    return resolve_spec(model.arch, model.preprocess.to_dict())

@@ -1,23 +1,28 @@
 """Run a torch module through ONNX Runtime, usually faster than eager PyTorch on CPU.
 
-Used for the frozen trunk of the CPU fast path and for batch evaluation; the exported,
-checked model package of ``flowerclf export`` builds on the same export call.
+Used for the frozen trunk of the CPU fast path and for batch evaluation. :func:`export_onnx`
+is the project's only call of ``torch.onnx.export``: the model package of ``flowerclf
+export`` is written with it too.
 """
 
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
 
 from flowerclf.core.errors import ConfigError
+from flowerclf.core.package_format import INPUT_NAME
 from flowerclf.inference.backends import onnx_session_options
 
 Runner = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+ONNX_OPSET = 17
 
 
 def export_onnx(
@@ -25,23 +30,54 @@ def export_onnx(
     path: Path,
     input_size: int,
     output_names: Sequence[str],
-    opset: int = 17,
+    opset: int = ONNX_OPSET,
 ) -> Path:
-    """Export ``module`` (eval mode) with a dynamic batch axis and named outputs."""
+    """Export ``module`` (eval mode) to ``path``: the project's one torch -> ONNX export.
+
+    The graph takes ``images`` ``(N, 3, S, S)`` float32 with a dynamic batch axis and
+    returns the module's outputs under ``output_names``, in order. Checks (``onnx.checker``,
+    parity with PyTorch) are separate: :mod:`flowerclf.export.onnx_model`.
+    """
     module.eval()
     example = torch.zeros(1, 3, input_size, input_size)
-    dynamic = {"images": {0: "batch"}} | {name: {0: "batch"} for name in output_names}
-    torch.onnx.export(
-        module,
-        (example,),
-        str(path),
-        input_names=["images"],
-        output_names=list(output_names),
-        dynamic_axes=dynamic,
-        opset_version=opset,
-        dynamo=False,  # the TorchScript exporter handles every timm model we ship
-    )
+    dynamic = {INPUT_NAME: {0: "batch"}} | {name: {0: "batch"} for name in output_names}
+    with warnings.catch_warnings():
+        # We choose the TorchScript exporter on purpose (below); its deprecation notice
+        # would only repeat that on every export.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(output_names),
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            dynamo=False,  # the TorchScript exporter handles every timm model we ship
+        )
+    with torch.inference_mode():
+        outputs = module(example)
+    _pin_output_shapes(path, outputs if isinstance(outputs, (tuple, list)) else (outputs,))
     return path
+
+
+def _pin_output_shapes(path: Path, example_outputs: Sequence[torch.Tensor]) -> None:
+    """Give every non-batch output dimension its real size.
+
+    The exporter leaves some of them symbolic (e.g. after the L2 normalisation of the
+    embeddings); consumers that read shapes from the graph, such as Triton's config
+    check, need the real widths.
+    """
+    model = onnx.load(str(path))
+    for output, example in zip(model.graph.output, example_outputs, strict=True):
+        dims = list(output.type.tensor_type.shape.dim)
+        if len(dims) != example.dim():  # rank unknown to the exporter: leave it so
+            continue
+        for dim, size in zip(dims[1:], example.shape[1:], strict=True):
+            if not dim.dim_value:
+                dim.ClearField("dim_param")
+                dim.dim_value = int(size)
+    onnx.save(model, str(path))
 
 
 def onnx_runner(
@@ -55,7 +91,7 @@ def onnx_runner(
         )
 
     def run(images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = session.run(list(output_names), {"images": images.float().numpy()})
+        outputs = session.run(list(output_names), {INPUT_NAME: images.float().numpy()})
         return tuple(torch.from_numpy(o) for o in outputs)
 
     return run

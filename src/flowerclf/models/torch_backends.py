@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from flowerclf.config.saved import load_model_section
 from flowerclf.core.package_format import INPUT_NAME, ModelPackage, PackageError
 from flowerclf.models.net import build_net
 
@@ -27,8 +28,8 @@ class TorchBackend:
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model_cfg = package.descriptor["model"]
-        net, _ = build_net(model_cfg, len(package.classes), pretrained=False)
+        model = load_model_section(package.descriptor["model"])
+        net, _ = build_net(model, len(package.classes), pretrained=False)
         net.load_state_dict(load_file(str(package.require("weights"))))
         self.net = net.to(self.device).eval()
 

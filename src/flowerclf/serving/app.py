@@ -14,10 +14,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from flowerclf import __version__
+from flowerclf.serving.auth import ApiKeyMiddleware
 from flowerclf.serving.errors import install_error_handlers
-from flowerclf.serving.limits import BodySizeLimitMiddleware
+from flowerclf.serving.limits import AdmissionMiddleware, BodySizeLimitMiddleware
 from flowerclf.serving.metrics import MetricsMiddleware, ServiceMetrics
-from flowerclf.serving.routes import ops, v1
+from flowerclf.serving.routes import metrics_routes, ops, v1
 from flowerclf.serving.service import ClassifierLike, InferenceService, load_classifier
 from flowerclf.serving.settings import ServeSettings
 
@@ -55,11 +56,13 @@ def create_app(settings: ServeSettings | None = None, loader: Loader | None = No
             app.state.service = None
             await service.stop()
 
+    docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(
         title="flowerclf",
         version=__version__,
         summary="Flower image classification: predict, embed, find similar training images.",
         lifespan=lifespan,
+        **docs,  # type: ignore[arg-type]
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -67,10 +70,29 @@ def create_app(settings: ServeSettings | None = None, loader: Loader | None = No
     install_error_handlers(app)
     app.include_router(v1)
     app.include_router(ops)
-    # The last added is the outermost: metrics see every response, the size limit's 413 too.
-    app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.metrics:
+        app.include_router(metrics_routes)
+    _add_middleware(app, settings, metrics)
     return app
+
+
+def _add_middleware(app: FastAPI, settings: ServeSettings, metrics: ServiceMetrics) -> None:
+    """From the outside in: metrics (see every answer, the refusals too), the API key
+    (before a request can take a slot), admission (bounded waiting), body limits."""
+    app.add_middleware(
+        BodySizeLimitMiddleware, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
+    app.add_middleware(
+        AdmissionMiddleware,
+        max_active=settings.max_active_requests,
+        max_queued=settings.max_queued_requests,
+        queue_timeout_s=settings.queue_timeout_s,
+        retry_after_s=settings.retry_after_s,
+    )
+    api_key = settings.api_key_value()
+    if api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # the last added is the outermost
 
 
 def app_from_env() -> FastAPI:

@@ -34,6 +34,8 @@ class MicroBatcher:
         executor: where ``run`` executes (never on the event loop).
         max_size: most images per batch.
         max_wait_s: how long the first request of a batch waits for company.
+        max_pending: most arrays waiting; further submitters wait for room (the admission
+            limit in front of the routes keeps their number bounded too).
     """
 
     def __init__(
@@ -42,16 +44,18 @@ class MicroBatcher:
         executor: Executor,
         max_size: int = 8,
         max_wait_s: float = 0.002,
+        max_pending: int = 256,
     ) -> None:
         self._run = run
         self._executor = executor
         self._max_size = max(1, max_size)
         self._max_wait_s = max(0.0, max_wait_s)
+        self._max_pending = max(1, max_pending)
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue()
+        self._queue = asyncio.Queue(maxsize=self._max_pending)
         self._task = asyncio.create_task(self._loop(), name="flowerclf-micro-batcher")
 
     async def stop(self) -> None:

@@ -43,16 +43,20 @@ def unsupported(message: str) -> ApiError:
     return ApiError(415, "unsupported_image_format", message, {"accepted_formats": ACCEPTED})
 
 
-def decode_upload(data: bytes, max_pixels: int) -> Image.Image:
+def decode_upload(
+    data: bytes, max_pixels: int, target_short_side: int | None = None
+) -> Image.Image:
     """Validate and decode one uploaded image (through the same decoder as everywhere).
 
-    The pixel limit is checked from the header, before any pixel data is decoded.
+    The pixel limit is checked from the header, before any pixel data is decoded; with
+    ``target_short_side`` (the model's resize size) big images shrink while decoding, as
+    in :meth:`flowerclf.Classifier.predict`.
 
     Raises:
         ApiError: 413, 415 or 422 as described in the module docstring.
     """
     try:
-        return decode_rgb(data, max_pixels=max_pixels).image
+        return decode_rgb(data, max_pixels=max_pixels, target_short_side=target_short_side).image
     except ImageDecodeError as exc:
         raise _api_error(exc, data, max_pixels) from None
     except Image.DecompressionBombError as exc:

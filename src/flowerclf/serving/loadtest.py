@@ -133,7 +133,7 @@ def _multipart_request(host: str, port: int, data: bytes) -> bytes:
     return head + body
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     """Status code and whether the server keeps the connection open."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -179,7 +179,7 @@ async def _worker(host: str, port: int, requests: list[bytes], run: _Run) -> Non
             reader, writer = connection
             writer.write(requests[index % len(requests)])
             await writer.drain()
-            status, keep = await asyncio.wait_for(_read_response(reader), timeout=60)
+            status, keep = await asyncio.wait_for(read_response(reader), timeout=60)
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
             run.errors += 1
             run.statuses[type(exc).__name__] = run.statuses.get(type(exc).__name__, 0) + 1
@@ -204,7 +204,7 @@ async def _load(host: str, port: int, requests: list[bytes], total: int, concurr
     return run, time.perf_counter() - start
 
 
-class _RssSampler:
+class RssSampler:
     """Resident memory of a process every ``interval`` seconds, in a background thread."""
 
     def __init__(self, pid: int, interval: float = 0.25) -> None:
@@ -227,7 +227,7 @@ class _RssSampler:
                 return
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> _RssSampler:
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -288,7 +288,7 @@ def run_loadtest(config: LoadTestConfig) -> dict[str, Any]:
             _wait_ready(url)
         asyncio.run(_load(host, port, requests, config.warmup, config.concurrency, 60))
         pid = process.pid if process is not None else None
-        sampler = _RssSampler(pid) if pid else None
+        sampler = RssSampler(pid) if pid else None
         if sampler is not None:
             sampler.__enter__()
         try:

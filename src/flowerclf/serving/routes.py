@@ -56,10 +56,11 @@ def _upload_body(json_model: type, field: str = "file", many: bool = False) -> d
     return {"requestBody": {"required": True, "content": content}}
 
 
-IMAGE_ERRORS = _errors(413, 415, 422, 503)
+IMAGE_ERRORS = _errors(408, 413, 415, 422, 503)  # 408: body deadline, 503: overloaded
 
 v1 = APIRouter(prefix="/v1", tags=["inference"])
 ops = APIRouter(tags=["operations"])
+metrics_routes = APIRouter(tags=["operations"])  # left out with FLOWERCLF_SERVE_METRICS=false
 
 
 @v1.post(
@@ -119,7 +120,7 @@ async def embed(request: Request, service: Service) -> Response:
     "/similar",
     response_model=SimilarResponse,
     response_model_exclude_none=True,
-    responses=IMAGE_ERRORS,
+    responses=IMAGE_ERRORS | _errors(404),
     openapi_extra=_upload_body(Base64SimilarRequest),
     summary="The k most similar training images (cosine similarity of embeddings)",
 )
@@ -181,7 +182,7 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"ready": True, "model": str(service.info.get("name", ""))})
 
 
-@ops.get(
+@metrics_routes.get(
     "/metrics",
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}}},

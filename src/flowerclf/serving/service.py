@@ -16,11 +16,12 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from flowerclf.core.errors import UsageError
+from flowerclf.core.errors import PackageError, UsageError
 from flowerclf.inference.classifier import Classifier
 from flowerclf.serving.batching import MicroBatcher
 from flowerclf.serving.errors import ApiError
 from flowerclf.serving.images import decode_upload
+from flowerclf.serving.memory import header_pixels, release_free_memory
 from flowerclf.serving.settings import ServeSettings
 
 
@@ -42,6 +43,11 @@ class ClassifierLike(Protocol):
     def to_prediction(self, probabilities: np.ndarray, top_k: int | None = None) -> Any: ...
 
     def search(self, embeddings: np.ndarray, k: int) -> list[list[Any]]: ...
+
+    def load_index(self) -> bool:
+        """Load the similarity index now: True if there is one, False if the package has
+        none; :class:`PackageError` if it is named but missing or unreadable."""
+        ...
 
     def gallery_dir(self) -> Path | None: ...
 
@@ -73,6 +79,23 @@ class PackageClassifier:
 
     def search(self, embeddings: np.ndarray, k: int) -> list[list[Any]]:
         return self._clf.index.search(embeddings, k)
+
+    def load_index(self) -> bool:
+        path = self._clf.package.file("embeddings")
+        if path is None:
+            return False
+        try:
+            index = self._clf.index  # loads and keeps the index (it loaded lazily before)
+        except PackageError:
+            raise
+        except Exception as exc:  # numpy raises many kinds for a damaged .npz
+            raise PackageError(
+                f"the embedding index {path.name} of the model package is unreadable "
+                f"({type(exc).__name__}: {exc}); re-export the package"
+            ) from None
+        if index.embeddings.ndim != 2 or len(index.embeddings) != len(index.ids):
+            raise PackageError(f"the embedding index {path.name} is inconsistent; re-export")
+        return True
 
     def gallery_dir(self) -> Path | None:
         path = self._clf.package.file("gallery")
@@ -112,6 +135,8 @@ class InferenceService:
         self._decode_pool = ThreadPoolExecutor(
             settings.decode_threads, thread_name_prefix="flowerclf-decode"
         )
+        # One thread: large images are decoded one at a time, never in the photos' lane.
+        self._large_pool = ThreadPoolExecutor(1, thread_name_prefix="flowerclf-decode-large")
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="flowerclf-infer")
         self._on_batch = on_batch
         self._batcher: MicroBatcher | None = None
@@ -121,9 +146,12 @@ class InferenceService:
                 self._infer_pool,
                 settings.micro_batch_size,
                 settings.micro_batch_wait_ms / 1000.0,
+                max_pending=settings.max_active_requests,
             )
         self._gallery = classifier.gallery_dir()
-        self._index_ids: frozenset[int] | None = None
+        # Loaded before /ready says yes: a missing or damaged index stops the start with a
+        # clear error instead of turning every /v1/similar into a 500 later.
+        self.has_index = classifier.load_index()
 
     @property
     def classes(self) -> list[str]:
@@ -145,13 +173,35 @@ class InferenceService:
         if self._batcher is not None:
             await self._batcher.stop()
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        self._large_pool.shutdown(wait=False, cancel_futures=True)
         self._infer_pool.shutdown(wait=True, cancel_futures=True)
         self.classifier.close()
 
     # --- building blocks -----------------------------------------------------------------
 
-    def _prepare_sync(self, data: bytes) -> np.ndarray:
-        image = decode_upload(data, self.settings.max_pixels)  # preprocess bounds the aspect
+    def _prepare_sync(self, data: bytes, large_lane: bool = False) -> np.ndarray | None:
+        """The model input for ``data``; None (outside the large lane) if the header
+        announces a large image, which the caller then sends to the large lane."""
+        large = header_pixels(data) > self.settings.large_image_pixels
+        if large and not large_lane:
+            return None
+        if not large:
+            return self._decode_and_preprocess(data)
+        try:
+            return self._decode_and_preprocess(data)
+        except ApiError as exc:
+            # The traceback's frames still hold the decoded pixels: drop them first.
+            exc.__traceback__ = exc.__cause__ = exc.__context__ = None
+            raise exc from None
+        finally:
+            release_free_memory()  # the decode's frames are gone: hand their memory back
+
+    def _decode_and_preprocess(self, data: bytes) -> np.ndarray:
+        # Shrink while decoding to what preprocessing resizes to anyway (test doubles of the
+        # classifier may have no spec: they decode at full size).
+        spec = getattr(self.classifier, "spec", None)
+        target = getattr(spec, "resize_size", None)
+        image = decode_upload(data, self.settings.max_pixels, target)  # preprocess bounds aspect
         try:
             return self.classifier.preprocess(image)
         except ValueError as exc:  # e.g. the image is too small to resize
@@ -159,7 +209,11 @@ class InferenceService:
 
     async def prepare(self, data: bytes) -> np.ndarray:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._decode_pool, self._prepare_sync, data)
+        array = await loop.run_in_executor(self._decode_pool, self._prepare_sync, data)
+        if array is None:
+            array = await loop.run_in_executor(self._large_pool, self._prepare_sync, data, True)
+        assert array is not None  # the large lane always decodes
+        return array
 
     def _run_sync(self, batch: np.ndarray) -> tuple[Any, ...]:
         if self._on_batch is not None:
@@ -216,8 +270,26 @@ class InferenceService:
     async def embed(self, data: bytes) -> np.ndarray:
         return (await self._infer(await self.prepare(data)))[1]
 
+    async def analyse(
+        self, data: bytes, k: int, top_k: int | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Prediction and the ``k`` most similar training images from ONE decode and
+        forward pass (no neighbours when the package has no index)."""
+        outputs = await self._infer(await self.prepare(data))
+        prediction = self._prediction(outputs, top_k)
+        neighbours = await self._neighbours(outputs[1], k) if self.has_index else []
+        return prediction, neighbours
+
     async def similar(self, data: bytes, k: int) -> list[dict[str, Any]]:
-        embedding = await self.embed(data)
+        if not self.has_index:
+            raise ApiError(
+                404,
+                "not_found",
+                "this model package has no embedding index, so /v1/similar is not available",
+            )
+        return await self._neighbours(await self.embed(data), k)
+
+    async def _neighbours(self, embedding: np.ndarray, k: int) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         neighbors = await loop.run_in_executor(
             self._decode_pool, self.classifier.search, embedding[None].astype(np.float32), k

@@ -70,6 +70,10 @@ async def parse_json(request: Request, model: type[ModelT]) -> ModelT:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(422, "validation_error", f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # e.g. 200 KB of "[": nesting no request of ours ever has
+        raise ApiError(
+            422, "validation_error", "request body is not valid JSON: nested too deeply"
+        ) from None
     try:
         return model.model_validate(payload)
     except ValidationError as exc:

@@ -38,7 +38,7 @@ def train_majority(context: RunContext) -> TrainResult:
             labels=np.asarray([r.label for r in rows], dtype=np.int64),
             ids=np.asarray([r.id for r in rows], dtype=np.int64),
         )
-    result = finish_run(context, predictions, model_path, context.config)
+    result = finish_run(context, predictions, model_path)
     if context.logger is not None:
         context.logger.finalize("success")  # no Lightning trainer ends this run
     return result

@@ -69,11 +69,19 @@ def build_feature_cache(
     *,
     views: int,
     runtime: str,
+    seed: int,
     cache_dir: Path,
     key_parts: dict[str, Any],
     dtype: torch.dtype = torch.float16,
 ) -> dict[str, CachedSplit]:
     """Compute (or load) trunk outputs.
+
+    Args:
+        views: passes over the train set (``trainer.cache_views``).
+        runtime: ``onnx`` or ``torch`` (``trainer.feature_runtime``).
+        seed: the run's seed; augmented view ``v`` is drawn with ``seed + v``.
+        key_parts: everything else that changes the outputs (manifest, weights, cut,
+            preprocessing, augmentation...); with the arguments above it names the cache.
 
     Returns:
         ``train_eval``, ``val``, ``test``: one eval-transform pass each, in float32 (so
@@ -82,7 +90,8 @@ def build_feature_cache(
     """
     if views < 1:
         raise ConfigError(f"trainer.cache_views must be >= 1, got {views}")
-    key = cache_key({**key_parts, "views": views, "dtype": str(dtype)})
+    parts = {**key_parts, "views": views, "runtime": runtime, "seed": seed, "dtype": str(dtype)}
+    key = cache_key(parts)
     directory = cache_dir / key
     names = ("train_eval", "val", "test", "train")
     if all((directory / f"{name}.pt").is_file() for name in names):
@@ -92,12 +101,13 @@ def build_feature_cache(
     # or loaded from disk: building reseeds (views) and draws (DataLoader worker seeds), so
     # the generators are put back afterwards.
     with preserved_random_state():
-        result = _compute_cache(trunk, datamodule, views=views, runtime=runtime, dtype=dtype,
-                                seed=int(key_parts.get("seed", 0)))  # fmt: skip
+        result = _compute_cache(
+            trunk, datamodule, views=views, runtime=runtime, dtype=dtype, seed=seed
+        )
     directory.mkdir(parents=True, exist_ok=True)
     for name, split in result.items():
         _save(directory / f"{name}.pt", split)
-    (directory / "key.json").write_text(json.dumps(key_parts, indent=2, default=str))
+    (directory / "key.json").write_text(json.dumps(parts, indent=2, default=str))
     return result
 
 

@@ -20,9 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowerclf.core.errors import ConfigError
-
-EMBEDDING_LOSSES = ("none", "cosine", "supcon", "siglip")
+from flowerclf.config.schema import LossConfig
 
 
 @dataclass(frozen=True)
@@ -81,31 +79,20 @@ class SigLIPClassLoss(nn.Module):
 
 
 class FlowerLoss(nn.Module):
-    """CrossEntropy (optionally label-smoothed) plus a weighted embedding loss."""
+    """CrossEntropy (optionally label-smoothed) plus a weighted embedding loss.
 
-    def __init__(
-        self,
-        num_classes: int,
-        embedding_dim: int,
-        *,
-        embedding_loss: str = "none",
-        embedding_weight: float = 0.0,
-        label_smoothing: float = 0.0,
-        cosine_margin: float = 0.0,
-        temperature: float = 0.1,
-    ) -> None:
+    Args:
+        num_classes: number of classes (SigLIP learns one embedding per class).
+        embedding_dim: size of the image embeddings.
+        config: the typed ``loss`` section (the embedding loss is one of the validated
+            names, so every one of them has a branch in :meth:`forward`).
+    """
+
+    def __init__(self, num_classes: int, embedding_dim: int, config: LossConfig) -> None:
         super().__init__()
-        if embedding_loss not in EMBEDDING_LOSSES:
-            raise ConfigError(
-                f"unknown embedding loss {embedding_loss!r}; valid: {list(EMBEDDING_LOSSES)}"
-            )
-        self.embedding_loss = embedding_loss
-        self.embedding_weight = embedding_weight
-        self.label_smoothing = label_smoothing
-        self.cosine_margin = cosine_margin
-        self.temperature = temperature
+        self.config = config
         self.siglip = (
-            SigLIPClassLoss(num_classes, embedding_dim) if embedding_loss == "siglip" else None
+            SigLIPClassLoss(num_classes, embedding_dim) if config.embedding == "siglip" else None
         )
 
     def forward(
@@ -115,15 +102,16 @@ class FlowerLoss(nn.Module):
             ce = torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
             hard = targets.argmax(dim=1)
         else:
-            ce = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+            ce = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
             hard = targets
-        if self.embedding_loss == "none" or self.embedding_weight == 0:
+        config = self.config
+        if config.embedding == "none" or config.embedding_weight == 0:
             extra = logits.new_zeros(())
-        elif self.embedding_loss == "cosine":
-            extra = cosine_pair_loss(embeddings, hard, self.cosine_margin)
-        elif self.embedding_loss == "supcon":
-            extra = supcon_loss(embeddings, hard, self.temperature)
+        elif config.embedding == "cosine":
+            extra = cosine_pair_loss(embeddings, hard, config.cosine_margin)
+        elif config.embedding == "supcon":
+            extra = supcon_loss(embeddings, hard, config.temperature)
         else:
-            assert self.siglip is not None
+            assert self.siglip is not None  # built in __init__ for embedding == "siglip"
             extra = self.siglip(embeddings, hard)
-        return LossOutput(ce + self.embedding_weight * extra, ce, extra)
+        return LossOutput(ce + config.embedding_weight * extra, ce, extra)

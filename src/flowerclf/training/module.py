@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -10,7 +11,8 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from flowerclf.core.errors import ConfigError
+from flowerclf.config.saved import load_run_config
+from flowerclf.config.schema import NO_RUN, FlowerclfConfig, RunConfig
 from flowerclf.core.preprocess import PreprocessSpec
 from flowerclf.models.backbones import flat_modules
 from flowerclf.models.net import FlowerNet, build_net
@@ -26,12 +28,23 @@ def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_facto
     return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _run_config(config: FlowerclfConfig | Mapping[str, Any]) -> RunConfig:
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, FlowerclfConfig):
+        return config.for_run(NO_RUN)  # a model built outside a training run
+    return load_run_config(config)  # what a checkpoint recorded
+
+
 class FlowerClassifier(L.LightningModule):
     """Trains a :class:`FlowerNet` with CE + embedding loss.
 
     Args:
-        config: the resolved run config (plain dict); ``model``, ``loss`` and ``trainer``
-            sections are used here, everything is saved in checkpoints.
+        config: the typed config (a :class:`~flowerclf.config.schema.RunConfig` in a
+            training run), or the plain dict a checkpoint recorded, read back through
+            :func:`~flowerclf.config.saved.load_run_config`; ``self.config`` is always a
+            ``RunConfig``. ``model``, ``loss`` and ``trainer`` are used here; checkpoints
+            keep all of it, as a plain dict.
         classes: class names in label order (from the manifest).
         spec: preprocessing (saved so checkpoints are self-describing).
         pretrained: load ImageNet weights (False when restoring from a checkpoint).
@@ -40,44 +53,38 @@ class FlowerClassifier(L.LightningModule):
 
     def __init__(
         self,
-        config: dict[str, Any],
+        config: FlowerclfConfig | Mapping[str, Any],
         classes: list[str],
         spec: dict[str, Any],
         pretrained: bool = True,
         input_mode: str = "image",
     ) -> None:
         super().__init__()
-        # Params go to MLflow once, flattened, from train(); not again from Lightning.
-        self.save_hyperparameters(ignore=["pretrained", "input_mode"], logger=False)
-        self.config = config
+        self.config = _run_config(config)
+        # Checkpoints hold plain values only, readable without these classes. Params go to
+        # MLflow once, flattened, from train(); not again from Lightning.
+        hparams = {"config": self.config.to_dict(), "classes": list(classes), "spec": dict(spec)}
+        self.save_hyperparameters(hparams, logger=False)
         self.classes = list(classes)
         self.spec = PreprocessSpec.from_dict(spec)
         self.input_mode = input_mode
-        model_cfg, trainer_cfg, loss_cfg = config["model"], config["trainer"], config["loss"]
+        model, trainer = self.config.model, self.config.trainer
         self.net: FlowerNet
         self.net, self.weights_origin = build_net(
-            model_cfg,
+            model,
             len(classes),
-            tail_blocks=int(trainer_cfg.get("tail_blocks", 0)),
-            pretrained=pretrained and bool(model_cfg.get("pretrained", True)),
+            tail_blocks=trainer.tail_blocks,
+            pretrained=pretrained and model.pretrained,
         )
-        self.criterion = FlowerLoss(
-            len(classes),
-            self.net.embedding_dim,
-            embedding_loss=str(loss_cfg.get("embedding", "none")),
-            embedding_weight=float(loss_cfg.get("embedding_weight", 0.0)),
-            label_smoothing=float(loss_cfg.get("label_smoothing", 0.0)),
-            cosine_margin=float(loss_cfg.get("cosine_margin", 0.0)),
-            temperature=float(loss_cfg.get("temperature", 0.1)),
-        )
+        self.criterion = FlowerLoss(len(classes), self.net.embedding_dim, self.config.loss)
         num_classes = len(classes)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes, average="macro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_f1 = MulticlassF1Score(num_classes, average="macro")
-        self.freeze_epochs = int(trainer_cfg.get("freeze_backbone_epochs", 0))
-        self.unfreeze_every = int(trainer_cfg.get("unfreeze_every_epochs", 0))
-        self.unfreeze_per_step = int(trainer_cfg.get("unfreeze_blocks_per_step", 1))
+        self.freeze_epochs = trainer.freeze_backbone_epochs
+        self.unfreeze_every = trainer.unfreeze_every_epochs
+        self.unfreeze_per_step = trainer.unfreeze_blocks_per_step
 
     # --- forward -------------------------------------------------------------------------
 
@@ -187,35 +194,21 @@ class FlowerClassifier(L.LightningModule):
     # --- optimisation --------------------------------------------------------------------
 
     def configure_optimizers(self) -> Any:
-        cfg = self.config["trainer"]
-        lr = float(cfg["lr"])
-        backbone_lr = lr * float(cfg.get("backbone_lr_mult", 0.1))
+        cfg = self.config.trainer
+        lr = cfg.lr
+        backbone_lr = lr * cfg.backbone_lr_mult
         backbone_ids = {id(p) for p in self.net.backbone.parameters()}
         head_params = [p for p in self.parameters() if id(p) not in backbone_ids]
         groups = [
             {"params": list(self.net.backbone.parameters()), "lr": backbone_lr, "name": "backbone"},
             {"params": head_params, "lr": lr, "name": "head"},
         ]
-        weight_decay = float(cfg.get("weight_decay", 0.0))
-        name = str(cfg.get("optimizer", "adam")).lower()
-        if name == "adam":
-            optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, weight_decay=weight_decay)
-        elif name == "adamw":
-            optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
-        elif name == "sgd":
-            optimizer = torch.optim.SGD(
-                groups, momentum=float(cfg.get("momentum", 0.9)), nesterov=True,
-                weight_decay=weight_decay,
-            )  # fmt: skip
-        else:
-            raise ConfigError(f"unknown optimizer {name!r}; valid: adam, adamw, sgd")
-        if str(cfg.get("scheduler", "cosine")) == "none":
+        optimizer = self._optimizer(groups)
+        if cfg.scheduler == "none":
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
-        warmup = round(
-            float(cfg.get("warmup_epochs", 0.0)) * total / max(1, self.trainer.max_epochs or 1)
-        )
-        min_factor = float(cfg.get("min_lr_factor", 0.01))
+        warmup = round(cfg.warmup_epochs * total / max(1, self.trainer.max_epochs or 1))
+        min_factor = cfg.min_lr_factor
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: cosine_with_warmup(step, warmup, total, min_factor)
         )
@@ -223,3 +216,14 @@ class FlowerClassifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def _optimizer(self, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+        """``trainer.optimizer`` over the parameter groups (the schema allows only these)."""
+        cfg = self.config.trainer
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            groups, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
+        )

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 from lightning.pytorch.loggers import MLFlowLogger
-from omegaconf import DictConfig, OmegaConf
 
+from flowerclf.config.schema import FlowerclfConfig, RunConfig, RunRecord
 from flowerclf.core.metric_names import LOGGED_METRICS
 from flowerclf.data.datamodule import FlowerDataModule, prepared_raw_dir
 from flowerclf.metrics.embeddings import EMBEDDINGS_FILE, knn_accuracy, save_embeddings
@@ -50,8 +50,7 @@ class TrainResult:
 class RunContext:
     """What every step of a run needs: its config, data, place on disk and MLflow run."""
 
-    cfg: DictConfig
-    config: dict[str, Any]  # resolved, plain: what the checkpoint and config.yaml record
+    config: RunConfig  # what the checkpoint and config.yaml record (as a plain dict)
     datamodule: FlowerDataModule
     run_dir: Path
     logger: MLFlowLogger | None
@@ -66,16 +65,12 @@ class RunContext:
         return time.perf_counter() - self.started
 
 
-def loss_name(cfg: DictConfig) -> str:
-    return "ce" if cfg.loss.embedding == "none" else f"ce+{cfg.loss.embedding}"
-
-
-def make_logger(cfg: DictConfig, run_id: str | None) -> tuple[MLFlowLogger | None, str | None]:
+def make_logger(cfg: FlowerclfConfig, run_id: str | None) -> tuple[MLFlowLogger | None, str | None]:
     """Lightning's MLflow logger on a new run (or on ``run_id``, to continue it)."""
     if not cfg.logger.enabled:
         return None, None
     uri = resolve_tracking_uri(cfg.logger.tracking_uri)
-    run_name = cfg.logger.run_name or f"{cfg.data.name}-{cfg.model.name}-{loss_name(cfg)}"
+    run_name = cfg.logger.run_name or f"{cfg.data.name}-{cfg.model.name}-{cfg.loss.name}"
     logger = MLFlowLogger(
         experiment_name=cfg.logger.experiment_name,
         run_name=run_name,
@@ -86,27 +81,34 @@ def make_logger(cfg: DictConfig, run_id: str | None) -> tuple[MLFlowLogger | Non
     return logger, uri
 
 
-def run_directory(cfg: DictConfig, output_dir: Path, run_id: str | None) -> Path:
-    """``paths.run_dir`` when set (a fixed place, e.g. the DVC pipeline's ``runs/<recipe>``),
-    else ``<paths.output_dir>/runs/<run id>``."""
-    if cfg.paths.get("run_dir"):
-        return Path(cfg.paths.run_dir).resolve()
+def fixed_run_dir(cfg: FlowerclfConfig) -> Path | None:
+    """``paths.run_dir`` as an absolute path (a fixed place, e.g. the DVC pipeline's
+    ``runs/<recipe>``), or None when each run gets its own directory."""
+    return Path(cfg.paths.run_dir).resolve() if cfg.paths.run_dir else None
+
+
+def run_directory(cfg: FlowerclfConfig, run_id: str | None) -> Path:
+    """``paths.run_dir`` when set, else ``<paths.output_dir>/runs/<run id>``."""
+    fixed = fixed_run_dir(cfg)
+    if fixed is not None:
+        return fixed
+    output_dir = Path(cfg.paths.output_dir).resolve()
     return output_dir / "runs" / (run_id or time.strftime("local-%Y%m%d-%H%M%S"))
 
 
 def open_run(
-    cfg: DictConfig,
-    config: dict[str, Any],
+    cfg: FlowerclfConfig,
     datamodule: FlowerDataModule,
     resume_run: str | None = None,
     started: float | None = None,
 ) -> RunContext:
-    """Start (or continue) the MLflow run and fix the run directory."""
+    """Start (or continue) the MLflow run, fix the run directory, and record both in the
+    run's config (:class:`~flowerclf.config.schema.RunConfig`)."""
     logger, tracking_uri = make_logger(cfg, resume_run)
     run_id = logger.run_id if logger is not None else None
-    run_dir = run_directory(cfg, Path(cfg.paths.output_dir).resolve(), run_id)
-    config["run"] = {"id": run_id, "dir": str(run_dir), "tracking_uri": tracking_uri}
-    context = RunContext(cfg, config, datamodule, run_dir, logger, tracking_uri)
+    run_dir = run_directory(cfg, run_id)
+    config = cfg.for_run(RunRecord(id=run_id, dir=str(run_dir), tracking_uri=tracking_uri))
+    context = RunContext(config, datamodule, run_dir, logger, tracking_uri)
     if started is not None:
         context.started = started
     return context
@@ -116,8 +118,9 @@ def record_start(context: RunContext, **tags: str) -> None:
     """Log the config as parameters and tag the run (data version, model, hardware...)."""
     if context.logger is None or context.run_id is None:
         return
-    cfg = context.cfg
-    context.logger.log_hyperparams(flatten({k: v for k, v in context.config.items() if k != "run"}))
+    cfg = context.config
+    params = {key: value for key, value in cfg.to_dict().items() if key != "run"}
+    context.logger.log_hyperparams(flatten(params))
     all_tags = run_tags(context.datamodule.manifest_sha256, cfg.data.name, cfg.model.name, **tags)
     for key, value in all_tags.items():
         context.logger.experiment.set_tag(context.run_id, key, value)
@@ -139,7 +142,7 @@ def _evaluate_splits(
         if train_pred is not None:
             extra["knn_accuracy"] = knn_accuracy(
                 pred.embeddings, pred.labels, train_pred.embeddings, train_pred.labels,
-                int(context.cfg.trainer.knn_k), len(classes),
+                context.config.trainer.knn_k, len(classes),
             )  # fmt: skip
         evaluation = write_evaluation(
             pred, classes, rows_by_id, raw_dir, context.run_dir / "eval" / split, split=split,
@@ -167,7 +170,6 @@ def finish_run(
     context: RunContext,
     predictions: Mapping[str, Predictions],
     model_file: Path,
-    saved_config: Mapping[str, Any],
     step: int = 0,
     extra_metrics: Mapping[str, float] | None = None,
 ) -> TrainResult:
@@ -185,10 +187,10 @@ def finish_run(
     split_metrics, reports = _evaluate_splits(context, predictions, history)
     metrics.update(split_metrics)
     embeddings = _save_embeddings(context, predictions) if "train_eval" in predictions else None
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(dict(saved_config))))
+    (run_dir / "config.yaml").write_text(context.config.to_yaml())
     hardware = hardware_description()
     # The hardware string goes to the file only (MLflow metrics are numbers): with the
-    # wall-clock time it is what the README results table quotes for each row.
+    # wall-clock time it is what the results tables (README, docs/results.md) quote for each row.
     (run_dir / "metrics.json").write_text(
         json.dumps({**metrics, "hardware": hardware}, indent=2) + "\n"
     )

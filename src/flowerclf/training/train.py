@@ -20,10 +20,11 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
+from flowerclf.config.saved import load_run_config
+from flowerclf.config.schema import FlowerclfConfig, TrainerConfig
 from flowerclf.core.errors import RunNotFoundError, RunStateError
 from flowerclf.core.preprocess import PreprocessSpec
 from flowerclf.data.datamodule import FlowerDataModule
@@ -40,7 +41,7 @@ from flowerclf.training.run import (
     RunContext,
     TrainResult,
     finish_run,
-    loss_name,
+    fixed_run_dir,
     open_run,
     record_start,
 )
@@ -69,19 +70,17 @@ class ProbabilityNet(nn.Module):
         return logits.softmax(dim=1)
 
 
-def _resolved_config(cfg: DictConfig) -> dict[str, Any]:
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)  # a DictConfig always gives a dict
-    container["data"]["root"] = str(resolve_root(cfg.data.root))
-    return container
+def _with_resolved_data_root(cfg: FlowerclfConfig) -> FlowerclfConfig:
+    """``cfg`` with ``data.root`` made absolute (the default root filled in), so that the
+    run records where its data was, wherever it is read back from."""
+    return cfg.updated(data=cfg.data.updated(root=str(resolve_root(cfg.data.root))))
 
 
-def _precision(trainer_cfg: Mapping[str, Any]) -> str:
-    precision = str(trainer_cfg["precision"])
-    if precision != "auto":
-        return precision
-    gpu = trainer_cfg["accelerator"] in ("gpu", "cuda") or (
-        trainer_cfg["accelerator"] == "auto" and torch.cuda.is_available()
+def _precision(trainer: TrainerConfig) -> str:
+    if trainer.precision != "auto":
+        return trainer.precision
+    gpu = trainer.accelerator in ("gpu", "cuda") or (
+        trainer.accelerator == "auto" and torch.cuda.is_available()
     )
     return "16-mixed" if gpu else "32-true"
 
@@ -109,7 +108,7 @@ def _find_resume(
         if not path.is_file():
             raise RunNotFoundError(f"resume checkpoint {path} does not exist")
         hparams = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]
-        return hparams["config"].get("run", {}).get("id"), path
+        return load_run_config(hparams["config"]).run.id, path
     last = (fixed_run_dir or output_dir / "runs" / resume) / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise RunNotFoundError(
@@ -128,7 +127,7 @@ def initialise_from(module: FlowerClassifier, target: str, arch: str) -> str:
     checkpoint, run_id = resolve_checkpoint(target)
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     hparams = saved["hyper_parameters"]
-    saved_arch = hparams["config"]["model"]["arch"]
+    saved_arch = load_run_config(hparams["config"]).model.arch
     if saved_arch != arch or list(hparams["classes"]) != module.classes:
         raise RunStateError(
             f"init_from={target}: that model is {saved_arch} with classes "
@@ -144,7 +143,7 @@ def initialise_from(module: FlowerClassifier, target: str, arch: str) -> str:
     return f"init_from:{run_id or checkpoint}"
 
 
-def _callbacks(cfg: DictConfig, checkpoint_dir: Path) -> tuple[list[Any], ModelCheckpoint]:
+def _callbacks(cfg: FlowerclfConfig, checkpoint_dir: Path) -> tuple[list[Any], ModelCheckpoint]:
     stopping = cfg.trainer.early_stopping
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir,
@@ -169,30 +168,31 @@ def _callbacks(cfg: DictConfig, checkpoint_dir: Path) -> tuple[list[Any], ModelC
     return callbacks, checkpoint
 
 
-def train(cfg: DictConfig) -> TrainResult:
-    """Run one training job described by a composed config."""
+def train(cfg: FlowerclfConfig) -> TrainResult:
+    """Run one training job described by a composed, validated config
+    (:func:`flowerclf.config.compose_config`)."""
     started = time.perf_counter()
-    config = _resolved_config(cfg)
-    fixed_run_dir = Path(cfg.paths.run_dir).resolve() if cfg.paths.get("run_dir") else None
+    cfg = _with_resolved_data_root(cfg)
+    run_dir = fixed_run_dir(cfg)
     resume_run, resume_ckpt = _find_resume(
-        cfg.resume, Path(cfg.paths.output_dir).resolve(), fixed_run_dir
+        cfg.resume, Path(cfg.paths.output_dir).resolve(), run_dir
     )
-    if fixed_run_dir is not None and resume_ckpt is None:
-        _check_fresh_run_dir(fixed_run_dir)
-    seed_everything(int(cfg.seed))
+    if run_dir is not None and resume_ckpt is None:
+        _check_fresh_run_dir(run_dir)
+    seed_everything(cfg.seed)
     spec = spec_from_model_config(cfg.model)
     datamodule = FlowerDataModule.from_config(cfg, spec)
     datamodule.setup()
     if cfg.model.arch == "majority":
-        return train_majority(open_run(cfg, config, datamodule, started=started))
+        return train_majority(open_run(cfg, datamodule, started=started))
 
-    context = open_run(cfg, config, datamodule, resume_run, started)
+    context = open_run(cfg, datamodule, resume_run, started)
     module = _build_module(context, spec)
     if resume_run is None:
         record_start(
-            context, loss=loss_name(cfg), trainer=cfg.trainer.mode, weights=module.weights_origin
+            context, loss=cfg.loss.name, trainer=cfg.trainer.mode, weights=module.weights_origin
         )
-    trainer, checkpoint_cb = _make_trainer(cfg, context)
+    trainer, checkpoint_cb = _make_trainer(context)
     caches, cache_seconds = (None, 0.0)
     if cfg.trainer.mode == "cached":
         caches, cache_seconds = _feature_caches(context, module, spec)
@@ -202,27 +202,26 @@ def train(cfg: DictConfig) -> TrainResult:
     # Near zero when an earlier run's cache was reused: say so next to the total.
     extra_metrics = {"feature_cache_s": round(cache_seconds, 2)} if caches is not None else {}
     result = finish_run(
-        context, predictions, best_path, module.config, step=int(module.global_step),
-        extra_metrics=extra_metrics,
-    )  # fmt: skip
+        context, predictions, best_path, step=int(module.global_step), extra_metrics=extra_metrics
+    )
     if context.logger is not None and context.run_id is not None and cfg.logger.log_model:
         _log_mlflow_model(module, datamodule, context.tracking_uri, context.run_id)
     return result
 
 
 def _build_module(context: RunContext, spec: PreprocessSpec) -> FlowerClassifier:
-    cfg = context.cfg
-    init_from = cfg.get("init_from")
+    cfg = context.config
     module = FlowerClassifier(
-        context.config, context.datamodule.classes, spec.to_dict(), pretrained=not init_from,
+        cfg, context.datamodule.classes, spec.to_dict(), pretrained=not cfg.init_from,
         input_mode="trunk" if cfg.trainer.mode == "cached" else "image",
     )  # fmt: skip
-    if init_from:  # also when resuming: a cached trunk must be computed from these weights
-        module.weights_origin = initialise_from(module, str(init_from), cfg.model.arch)
+    if cfg.init_from:  # also when resuming: a cached trunk must be computed from these weights
+        module.weights_origin = initialise_from(module, cfg.init_from, cfg.model.arch)
     return module
 
 
-def _make_trainer(cfg: DictConfig, context: RunContext) -> tuple[L.Trainer, ModelCheckpoint]:
+def _make_trainer(context: RunContext) -> tuple[L.Trainer, ModelCheckpoint]:
+    cfg = context.config
     callbacks, checkpoint_cb = _callbacks(cfg, context.run_dir / "checkpoints")
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
@@ -247,7 +246,7 @@ def _feature_caches(
     context: RunContext, module: FlowerClassifier, spec: PreprocessSpec
 ) -> tuple[dict[str, CachedSplit], float]:
     """The frozen trunk's outputs for every split (built once, then reused by key)."""
-    cfg, datamodule = context.cfg, context.datamodule
+    cfg, datamodule = context.config, context.datamodule
     started = time.perf_counter()
     cache_dir = (
         Path(cfg.paths.cache_dir)
@@ -257,19 +256,18 @@ def _feature_caches(
     caches = build_feature_cache(
         module.net.trunk,
         datamodule,
-        views=int(cfg.trainer.cache_views),
-        runtime=str(cfg.trainer.feature_runtime),
+        views=cfg.trainer.cache_views,
+        runtime=cfg.trainer.feature_runtime,
+        seed=cfg.seed,
         cache_dir=cache_dir,
         key_parts={
             "manifest": datamodule.manifest_sha256,
             "arch": cfg.model.arch,
             "weights": module.weights_origin,
-            "tail_blocks": int(cfg.trainer.tail_blocks),
+            "tail_blocks": cfg.trainer.tail_blocks,
             "spec": spec.to_dict(),
-            "augment": context.config["augment"],
+            "augment": cfg.augment.to_dict(),
             "train_splits": list(cfg.trainer.train_splits),
-            "seed": int(cfg.seed),
-            "runtime": cfg.trainer.feature_runtime,
         },
     )
     return caches, time.perf_counter() - started
@@ -297,10 +295,7 @@ def _fit(
         for message in _EXPECTED_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         if caches is not None:
-            batch, seed = (
-                int(module.config["trainer"]["cached_batch_size"]),
-                int(module.config["seed"]),
-            )
+            batch, seed = module.config.trainer.cached_batch_size, module.config.seed
             train_loader, val_loader = _cached_loaders(caches, batch, seed)
             trainer.fit(module, train_loader, val_loader, ckpt_path=resume_ckpt)
         else:
@@ -323,7 +318,7 @@ def _predict_splits(
     caches: Mapping[str, CachedSplit] | None,
 ) -> dict[str, Predictions]:
     if caches is not None:
-        batch = int(module.config["trainer"]["cached_batch_size"])
+        batch = module.config.trainer.cached_batch_size
         run = torch_runner(FromTrunk(module.net))
         return {
             name: predict_loader(

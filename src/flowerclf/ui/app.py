@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,18 @@ from flowerclf.core.errors import UsageError
 from flowerclf.core.open_set import UNKNOWN_MESSAGE
 from flowerclf.ui.clients import (
     UI_ENV_API,
+    UI_ENV_API_KEY,
     UI_ENV_MODEL,
     Analysis,
     ApiBackend,
     Backend,
+    BackendUnavailableError,
     LocalBackend,
     examples,
     preview,
 )
+
+log = logging.getLogger(__name__)
 
 SIMILAR_K = 6
 
@@ -31,7 +36,7 @@ SIMILAR_K = 6
 @st.cache_resource(show_spinner="Loading the model...")
 def _backend(api: str | None, model: str | None) -> Backend:
     if api:
-        return ApiBackend(api)
+        return ApiBackend(api, api_key=os.environ.get(UI_ENV_API_KEY))
     if model:
         return LocalBackend(Path(model))
     raise UsageError(f"set {UI_ENV_API} or {UI_ENV_MODEL} (flowerclf ui --api URL | --model DIR)")
@@ -99,10 +104,15 @@ def main() -> None:
     try:
         backend = _backend(api, model)
         info = backend.info()
-    except Exception as exc:  # shown to the user instead of a stack trace
+    except BackendUnavailableError as exc:  # its message is written for the page
         st.error(f"Cannot reach the model: {exc}")
         return
-    _sidebar(info, api or str(model))
+    except Exception:  # details (paths, library messages) stay in the log
+        log.exception("loading the model failed")
+        st.error("Cannot reach the model: it failed to load (details are in the UI's log)")
+        return
+    # The page names the source, never a directory of the machine the UI runs on.
+    _sidebar(info, "service" if api else "local model package")
 
     uploads = st.file_uploader(
         "Upload one or more photos", accept_multiple_files=True, key="uploads"

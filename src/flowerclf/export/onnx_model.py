@@ -1,28 +1,37 @@
-"""ONNX export of a FlowerNet with a full checker pass and a PyTorch parity check."""
+"""The package's ONNX model: its graph signature and the checks it must pass.
+
+The export itself is :func:`flowerclf.models.runners.export_onnx` (the project's only
+``torch.onnx.export`` call); here are the module it exports (:class:`PackageGraph`), the
+``onnx.checker`` pass, the parity check against eager PyTorch on real images, and the
+batched ONNX Runtime calls the checks, the int8 comparison and the embeddings index use.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
 
-from flowerclf.core.package_format import INPUT_NAME, OUTPUT_NAMES
+from flowerclf.core.package_format import INPUT_NAME
 from flowerclf.inference.backends import onnx_session_options
-from flowerclf.models.runners import export_onnx
 
-OPSET = 17
 # What the issue promises users: the exported graph is a faithful copy of the trained one.
 PARITY_ATOL = 1e-4
+RUN_BATCH = 32
 
 
-class ExportNet(nn.Module):
-    """images -> (probabilities, logits, embeddings): the package's one graph signature."""
+class PackageGraph(nn.Module):
+    """images -> (probabilities, logits, embeddings): the package's one graph signature.
+
+    Wraps a network that returns ``(logits, embeddings)``; the output order is
+    :data:`flowerclf.core.package_format.OUTPUT_NAMES`.
+    """
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -33,50 +42,35 @@ class ExportNet(nn.Module):
         return logits.softmax(dim=1), logits, embeddings
 
 
-def export_checked_onnx(net: nn.Module, path: Path, input_size: int) -> Path:
-    """Export with a dynamic batch axis and named outputs, then ``onnx.checker`` (full)."""
-    import onnx
+def check_onnx_model(path: Path) -> None:
+    """``onnx.checker`` with ``full_check`` (shape inference included).
 
-    model = ExportNet(net).eval()
-    export_onnx(model, path, input_size, OUTPUT_NAMES, opset=OPSET)
-    with torch.inference_mode():
-        widths = [int(t.shape[1]) for t in model(torch.zeros(1, 3, input_size, input_size))]
-    # The exporter leaves some output widths symbolic (the L2 normalisation): pin them, so
-    # consumers such as Triton see the real shapes.
-    graph_model = onnx.load(str(path))
-    for output, width in zip(graph_model.graph.output, widths, strict=True):
-        dim = output.type.tensor_type.shape.dim[1]
-        if not dim.dim_value:
-            dim.ClearField("dim_param")
-            dim.dim_value = width
-    onnx.save(graph_model, str(path))
-    onnx.checker.check_model(str(path), full_check=True)
-    return path
-
-
-def run_onnx(
-    path: Path, images: np.ndarray, outputs: Sequence[str], batch: int = 32
-) -> tuple[list[np.ndarray], float]:
-    """Run ``images`` through the model at ``path`` in batches (ONNX Runtime, CPU).
-
-    Returns:
-        The named outputs, concatenated, and the throughput in images/s (after one
-        warm-up batch, which is not timed).
+    Raises:
+        onnx.checker.ValidationError: the graph is not valid ONNX.
     """
-    session = ort.InferenceSession(
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def cpu_session(path: Path) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session with the runtime's own session options."""
+    return ort.InferenceSession(
         str(path), onnx_session_options(), providers=["CPUExecutionProvider"]
     )
-    feed = {INPUT_NAME: np.ascontiguousarray(images[:batch], np.float32)}
-    session.run(list(outputs), feed)  # warm-up
-    started = time.perf_counter()
+
+
+def run_in_batches(
+    session: ort.InferenceSession,
+    images: np.ndarray,
+    outputs: Sequence[str],
+    batch: int = RUN_BATCH,
+) -> list[np.ndarray]:
+    """Run ``images`` through ``session`` ``batch`` at a time; the named outputs, concatenated."""
     chunks = [
         session.run(list(outputs), {INPUT_NAME: np.ascontiguousarray(images[i : i + batch],
                                                                       np.float32)})
         for i in range(0, len(images), batch)
     ]  # fmt: skip
-    seconds = time.perf_counter() - started
-    merged = [np.concatenate([chunk[k] for chunk in chunks]) for k in range(len(outputs))]
-    return merged, len(images) / max(seconds, 1e-9)
+    return [np.concatenate([chunk[k] for chunk in chunks]) for k in range(len(outputs))]
 
 
 @dataclass(frozen=True)
@@ -102,7 +96,8 @@ def check_parity(
     with torch.inference_mode():
         logits, torch_emb = net(torch.from_numpy(batch))
         torch_probs = logits.softmax(dim=1).numpy()
-    (onnx_probs, onnx_emb), _ = run_onnx(onnx_path, batch, ["probabilities", "embeddings"])
+    session = cpu_session(onnx_path)
+    onnx_probs, onnx_emb = run_in_batches(session, batch, ["probabilities", "embeddings"])
     agreement = float((torch_probs.argmax(1) == onnx_probs.argmax(1)).mean())
     prob_diff = float(np.abs(torch_probs - onnx_probs).max())
     emb_diff = float(np.abs(torch_emb.numpy() - onnx_emb).max())

@@ -1,0 +1,95 @@
+"""``flowerclf-model.json``, written from what the export steps returned.
+
+The writer's half of :mod:`flowerclf.core.package_format` (the reader): class names,
+preprocessing, graph signature, files with their checksums, the export checks and where
+the model came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from flowerclf import __version__
+from flowerclf.core.package_format import (
+    DESCRIPTOR_FILE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    INPUT_NAME,
+    WEIGHTS_FILE,
+)
+from flowerclf.export.context import ExportContext, StepResult
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_descriptor(context: ExportContext, results: Iterable[StepResult]) -> dict[str, Any]:
+    """The descriptor of the package in ``context.staging``, from the steps' results in order."""
+    files: dict[str, str] = {}
+    checks: dict[str, Any] = {}
+    entries: dict[str, Any] = {}
+    for result in results:
+        files |= result.files
+        checks |= result.checks
+        entries |= result.entries
+    staging, spec, classes = context.staging, context.spec, context.classes
+    model_cfg = context.settings.model
+    embedding_dim = context.embedding_dim
+    datamodule = context.datamodule
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "name": context.package_name,
+        "version": context.run.run_id or sha256_file(staging / WEIGHTS_FILE)[:12],
+        "created": context.created,
+        "flowerclf_version": __version__,
+        "classes": classes,
+        "preprocess": spec.to_dict(),
+        "model": {
+            "name": model_cfg.name,
+            "arch": model_cfg.arch,
+            "embedding_dim": embedding_dim,
+            "drop_rate": float(model_cfg.drop_rate),
+            "pretrained": False,
+            "weights": None,
+        },
+        "inputs": {INPUT_NAME: {"dtype": "float32", "shape": [-1, 3, spec.input_size,
+                                                               spec.input_size]}},
+        "outputs": {
+            "probabilities": {"dtype": "float32", "shape": [-1, len(classes)]},
+            "logits": {"dtype": "float32", "shape": [-1, len(classes)]},
+            "embeddings": {"dtype": "float32", "shape": [-1, embedding_dim]},
+        },
+        "files": files,
+        "sha256": {key: sha256_file(staging / name) for key, name in files.items()
+                   if (staging / name).is_file()},
+        "metrics": entries.pop("metrics", {}),
+        "checks": checks,
+        "source": {
+            "run_id": context.run.run_id,
+            "tracking_uri": context.tracking_uri,
+            "checkpoint": str(context.run.checkpoint),
+            "dataset": context.settings.data.name,
+            "manifest_sha256": datamodule.manifest_sha256,
+            "train_splits": list(datamodule.train_splits),
+            "image_root": str(context.raw_dir),
+        },
+        "export_time_s": context.elapsed_s(),
+        **entries,  # e.g. "mlflow": where the pyfunc model was saved and logged
+    }  # fmt: skip
+
+
+def write_descriptor(context: ExportContext, results: Iterable[StepResult]) -> dict[str, Any]:
+    """Write ``flowerclf-model.json`` into the staging directory; returns it."""
+    descriptor = build_descriptor(context, results)
+    (context.staging / DESCRIPTOR_FILE).write_text(json.dumps(descriptor, indent=2) + "\n")
+    return descriptor

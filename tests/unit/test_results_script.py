@@ -1,0 +1,114 @@
+"""scripts/results.py: the results page and the README summary are rendered only from the
+stored result files, and `check` notices when either is out of date."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.helpers.paths import REPO_ROOT
+
+SCRIPTS = REPO_ROOT / "scripts"
+START, END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
+README = f"# x\n\nintro\n\n{START}\nold\n{END}\n\nend\n"
+
+
+@pytest.fixture
+def results(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    # The script imports its sibling benchmark_table as `python scripts/results.py` would.
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    spec = importlib.util.spec_from_file_location("results_script", SCRIPTS / "results.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def _metrics(accuracy: float) -> dict[str, float]:
+    return {
+        "test/accuracy": accuracy, "test/macro_f1": accuracy - 0.01,
+        "test/cross_entropy": 0.5, "test/ece": 0.02, "test/knn_accuracy": accuracy - 0.02,
+    }  # fmt: skip
+
+
+def _train_row(accuracy: float, command: str) -> dict:
+    return {
+        "metrics": _metrics(accuracy), "train_time_s": 12.3, "hardware": "CPU: test x2",
+        "command": command,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository with one DVC recipe's metrics and the ce seed rows of tf_flowers."""
+    test = {key.removeprefix("test/"): value for key, value in _metrics(0.9).items()}
+    _write_json(tmp_path / "reports" / "tf_flowers" / "metrics.json", test)
+    _write_json(
+        tmp_path / "runs" / "tf_flowers" / "metrics.json",
+        {"train_time_s": 201.6, "hardware": "CPU: test x2"},
+    )
+    for seed, accuracy in ((1, 0.8), (2, 0.7)):
+        row = f"tf_flowers-lite0-ce-seed{seed}"
+        _write_json(tmp_path / "results" / f"{row}.json", _train_row(accuracy, f"cmd seed={seed}"))
+    (tmp_path / "README.md").write_text(README)
+    (tmp_path / "docs").mkdir()
+    return tmp_path
+
+
+def test_readme_summary_comes_from_the_pipeline_metrics(results: ModuleType, repo: Path) -> None:
+    text = results.outputs(repo)[repo / "README.md"]
+    assert "old" not in text
+    assert text.startswith(f"# x\n\nintro\n\n{START}\n| recipe |")
+    assert text.endswith(f"{END}\n\nend\n")
+    row = (
+        "| `tf_flowers` | 0.9000 | 0.8900 | 202 s | CPU: test x2 "
+        "| `dvc repro evaluate@tf_flowers` |"
+    )
+    assert row in text.splitlines()
+    # Recipes without metrics files (not run yet) get no row rather than a made-up one.
+    assert "tf_flowers4" not in text
+
+
+def test_results_page_has_each_stored_row_and_the_seed_spread(
+    results: ModuleType, repo: Path
+) -> None:
+    page = results.results_page(repo)
+    lines = page.splitlines()
+    assert lines[0] == "# Results"
+    assert any(line.startswith("| tf_flowers | lite0 | ce-seed2 | 0.7000 |") for line in lines)
+    assert any(line.endswith("| `cmd seed=1` |") for line in lines)
+    # mean of 0.9, 0.8, 0.7 and the max - min spread in points
+    assert "| ce | 0.9000 | 0.8000 | 0.7000 | 0.8000 | 20.0 |" in lines
+    # Losses whose three seed rows are not all stored are left out of the seed table.
+    assert not any(line.startswith("| ce_cosine |") for line in lines)
+    # No stored benchmark, so no benchmark section.
+    assert "## Inference speed" not in page
+
+
+def test_check_finds_stale_files_until_they_are_written(results: ModuleType, repo: Path) -> None:
+    readme, page = repo / "README.md", repo / "docs" / "results.md"
+    assert results.stale(repo) == [readme, page]
+    results.write([readme, page], repo)
+    assert results.stale(repo) == []
+    _write_json(repo / "results" / "tf_flowers-majority.json", _train_row(0.25, "majority"))
+    assert results.stale(repo) == [page]
+
+
+def test_readme_without_markers_is_refused(results: ModuleType, repo: Path) -> None:
+    (repo / "README.md").write_text("# no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        results.outputs(repo)
+
+
+def test_repository_results_are_rendered_from_its_files(results: ModuleType) -> None:
+    """The committed README and docs/results.md are what `make results` would write."""
+    assert results.stale(REPO_ROOT) == []

@@ -1,0 +1,139 @@
+"""The Triton Python step decodes exactly like flowerclf (issue 12, item 9).
+
+The step runs in a subprocess where ``flowerclf`` cannot be imported, as in Triton's own
+Python environment: everything it needs must be shipped next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flowerclf.core.imaging import ImageDecodeError, decode_rgb
+from flowerclf.core.preprocess import PreprocessSpec, preprocess_eval
+from flowerclf.export.triton import PREPROCESS_MODEL, write_triton_repository
+from tests.helpers.images import encode, make_photo
+
+SPEC = PreprocessSpec(input_size=32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+
+_RUN_STEP = textwrap.dedent(
+    """
+    import json, sys, types
+    import numpy as np
+    sys.modules["flowerclf"] = None  # Triton's environment has no flowerclf installed
+    step_dir, probes_dir, out_dir = sys.argv[1:4]
+    sys.path.insert(0, step_dir)
+
+    class Tensor:
+        def __init__(self, name, array):
+            self.name, self.array = name, array
+        def as_numpy(self):
+            return self.array
+
+    sys.modules["triton_python_backend_utils"] = types.SimpleNamespace(
+        Tensor=Tensor,
+        InferenceResponse=lambda output_tensors=None, error=None: (output_tensors, error),
+        TritonError=str,
+        get_input_tensor_by_name=lambda request, name: request[name],
+    )
+    import model
+    step = model.TritonPythonModel()
+    step.initialize({})
+    names = json.loads(sys.argv[4])
+    requests = []
+    for name in names:
+        data = open(f"{probes_dir}/{name}", "rb").read()
+        requests.append({"image_bytes": Tensor("image_bytes", np.array([[data]], dtype=object))})
+    errors = {}
+    for name, (outputs, error) in zip(names, step.execute(requests)):
+        if error is None:
+            np.save(f"{out_dir}/{name}.npy", outputs[0].array[0])
+        else:
+            errors[name] = error
+    print(json.dumps(errors))
+    """
+)
+
+
+def _huge_png_header() -> bytes:
+    """A valid PNG signature and IHDR claiming 60000 x 60000 pixels, no pixel data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    ihdr = (60000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def _probes() -> dict[str, bytes]:
+    photo = make_photo((80, 60), 5)
+    grey16 = (np.arange(80 * 60, dtype=np.uint32).reshape(60, 80) * 13 % 65536).astype(np.uint16)
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(photo.size))
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    return {
+        "photo.jpg": encode(photo, "JPEG"),
+        "rotated.jpg": encode(photo, "JPEG", exif=exif.tobytes()),
+        "grey16.png": encode(Image.fromarray(grey16), "PNG"),
+        "cmyk.jpg": encode(photo.convert("CMYK"), "JPEG"),
+        "alpha.png": encode(rgba, "PNG"),
+        "big.jpg": encode(make_photo((1200, 900), 6), "JPEG"),
+        "pcx.pcx": encode(photo, "PCX"),
+        "huge.png": _huge_png_header(),
+    }
+
+
+@pytest.fixture
+def step_dir(tmp_path: Path) -> Path:
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"not used by the preprocessing step")
+    repo = write_triton_repository(tmp_path / "triton", onnx, ["a", "b"], SPEC, 8)
+    return repo / PREPROCESS_MODEL / "1"
+
+
+def test_triton_step_decodes_and_refuses_like_decode_rgb(step_dir: Path, tmp_path: Path) -> None:
+    probes = _probes()
+    probes_dir, out_dir = tmp_path / "probes", tmp_path / "out"
+    probes_dir.mkdir()
+    out_dir.mkdir()
+    for name, data in probes.items():
+        (probes_dir / name).write_bytes(data)
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_STEP, str(step_dir), str(probes_dir), str(out_dir),
+         json.dumps(sorted(probes))],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    errors = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, data in sorted(probes.items()):
+        try:
+            image = decode_rgb(data, target_short_side=SPEC.resize_size).image
+        except ImageDecodeError as exc:
+            assert name in errors, name
+            assert f"({exc.kind})" in errors[name] and "cannot decode image" in errors[name]
+            continue
+        assert name not in errors, errors.get(name)
+        np.testing.assert_array_equal(
+            np.load(out_dir / f"{name}.npy"), preprocess_eval(image, SPEC), err_msg=name
+        )
+    assert set(errors) == {"pcx.pcx", "huge.png"}
+
+
+def test_triton_step_ships_flowerclf_core_files_unchanged(step_dir: Path) -> None:
+    import flowerclf.core.errors
+    import flowerclf.core.imaging
+    import flowerclf.core.preprocess
+
+    for module in (flowerclf.core.errors, flowerclf.core.imaging, flowerclf.core.preprocess):
+        source = Path(str(module.__file__))
+        assert (step_dir / "flowerclf_core" / source.name).read_bytes() == source.read_bytes()
