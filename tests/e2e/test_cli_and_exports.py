@@ -38,7 +38,9 @@ def test_predict_one_image_prints_one_json_object(
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
-    assert set(result) == {"predicted_class", "confidence", "all_predictions"}
+    keys = {"predicted_class", "confidence", "all_predictions", "is_known", "unknown_score"}
+    # An unknown image also gets the plain-words verdict.
+    assert set(result) - {"verdict"} == keys and isinstance(result["is_known"], bool)
     expected = Classifier.load(model_package.package).predict(image)
     assert result["predicted_class"] == expected.predicted_class
     assert result["confidence"] == pytest.approx(expected.confidence, abs=1e-6)

@@ -127,7 +127,15 @@ def test_predict_accepts_every_input_kind_and_gives_the_same_answer(
     batch = clf.predict([path, path.read_bytes()], top_k=2)
     assert [p.predicted_class for p in batch] == [expected.predicted_class] * 2
     data = batch[0].to_dict()
-    assert set(data) == {"predicted_class", "confidence", "all_predictions", "top_k"}
+    # An unknown image also gets the plain-words verdict (issue 13).
+    assert set(data) - {"verdict"} == {
+        "predicted_class",
+        "confidence",
+        "all_predictions",
+        "top_k",
+        "is_known",
+        "unknown_score",
+    }
     assert sum(data["all_predictions"].values()) == pytest.approx(1.0, abs=1e-4)
     assert data["top_k"][0]["class"] == data["predicted_class"] and len(data["top_k"]) == 2
     assert clf.predict([]) == []

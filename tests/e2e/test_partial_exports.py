@@ -11,6 +11,7 @@ import pytest
 
 from flowerclf import Classifier
 from flowerclf.core.errors import ExportError
+from flowerclf.core.open_set import OPEN_SET_FILE
 from flowerclf.core.package_format import (
     DESCRIPTOR_FILE,
     EMBEDDINGS_FILE,
@@ -41,6 +42,7 @@ def test_minimal_export_writes_only_the_asked_for_files_with_the_same_descriptor
     assert descriptor["files"] == {
         "weights": "weights.safetensors", "onnx": "model.onnx", "embeddings": EMBEDDINGS_FILE,
         "config": "config.yaml", "metrics": "metrics.json",
+        "open_set": OPEN_SET_FILE,  # calibration + rejection are in every package (issue 13)
     }  # fmt: skip
     assert sorted(p.name for p in package.root.iterdir()) == sorted(
         [*descriptor["files"].values(), DESCRIPTOR_FILE]

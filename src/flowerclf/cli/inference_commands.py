@@ -10,8 +10,13 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from flowerclf.core.errors import UsageError
+from flowerclf.core.imaging import list_images
+from flowerclf.inference.backends import BACKENDS
+from flowerclf.inference.benchmark import format_report, load_targets, run_benchmark
+from flowerclf.inference.classifier import Classifier, Prediction
 
 MODEL_ENV = "FLOWERCLF_MODEL"
 NO_VERIFY_HELP = "skip checking the package files' sha256 (development only)"
@@ -21,13 +26,35 @@ ONNX_RUNTIMES = ("onnx_fp32", "onnx_int8")
 TORCH_RUNTIME_MODULES = ("torch", "timm")
 
 
-def _parse_export_options(options: list[str]) -> dict[str, str]:
-    parsed = {}
+# Open world (issue 13): reject.<name>=VALUE -> OpenWorldOptions(<name>=VALUE).
+REJECT_OPTIONS: dict[str, type] = {"keep": float, "method": str, "knn_k": int}
+
+
+def _parse_export_options(options: list[str]) -> dict[str, Any]:
+    from flowerclf.export.options import OpenWorldOptions
+
+    parsed: dict[str, Any] = {}
+    reject: dict[str, Any] = {}
     for option in options:
         key, sep, value = option.partition("=")
-        if not sep or key != "data.root":
-            raise UsageError(f"unknown export option {option!r}; valid: data.root=<dir>")
-        parsed["data_root"] = value
+        name = key.removeprefix("reject.")
+        if sep and key == "data.root":
+            parsed["data_root"] = value
+        elif sep and key.startswith("reject.") and name in REJECT_OPTIONS:
+            try:
+                reject[name] = REJECT_OPTIONS[name](value)
+            except ValueError:
+                raise UsageError(f"{key} must be {REJECT_OPTIONS[name].__name__}") from None
+        else:
+            valid = ", ".join(
+                [
+                    "data.root=<dir>",
+                    *(f"reject.{k}=<{t.__name__}>" for k, t in REJECT_OPTIONS.items()),
+                ]
+            )
+            raise UsageError(f"unknown export option {option!r}; valid: {valid}")
+    if reject:
+        parsed["open_world"] = OpenWorldOptions(**reject)
     return parsed
 
 
@@ -63,7 +90,6 @@ def _export(args: argparse.Namespace) -> int:
 
 def expand_inputs(patterns: Iterable[str]) -> list[str]:
     """Files as given, directories walked (sorted, image suffixes), globs expanded."""
-    from flowerclf.core.imaging import list_images
 
     found: list[str] = []
     for pattern in patterns:
@@ -93,18 +119,15 @@ def _resolve_model(model: str | None) -> str:
 def _predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from flowerclf.inference.classifier import Classifier, Prediction
-
     paths = expand_inputs(args.paths)
     if not paths:
         raise FileNotFoundError(f"no images found in {' '.join(args.paths)}")
     single = len(args.paths) == 1 and len(paths) == 1 and not Path(args.paths[0]).is_dir()
     classifier = Classifier.load(
-        _resolve_model(args.model),
-        backend=args.backend,
-        batch_size=args.batch_size,
-        verify=not args.no_verify,
-    )
+        _resolve_model(args.model), backend=args.backend, batch_size=args.batch_size,
+        reject=not args.no_reject, reject_threshold=args.reject_threshold,
+        reject_method=args.reject_method, verify=not args.no_verify,
+    )  # fmt: skip
     failures = 0
     out = sys.stdout
     with tqdm(total=len(paths), desc="predict", unit="img", file=sys.stderr,
@@ -140,7 +163,6 @@ def default_runtimes() -> list[str]:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from flowerclf.inference.benchmark import format_report, load_targets, run_benchmark
 
     report = run_benchmark(
         _resolve_model(args.model),
@@ -161,7 +183,6 @@ def register(
     commands: argparse._SubParsersAction,  # type: ignore[type-arg]
     add_overrides: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    from flowerclf.inference.backends import BACKENDS
 
     export = commands.add_parser(
         "export",
@@ -175,7 +196,11 @@ def register(
     )
     export.add_argument("target", help="MLflow run id or checkpoint path")
     export.add_argument("--out", required=True, help="package directory to write")
-    export.add_argument("options", nargs="*", metavar="data.root=DIR")
+    export.add_argument(
+        "options", nargs="*", metavar="KEY=VALUE",
+        help="data.root=DIR; reject.keep=0.95 (share of known val images kept), "
+        "reject.method=msp|energy|knn|mahalanobis, reject.knn_k=10",
+    )  # fmt: skip
     export.add_argument("--force", action="store_true", help="replace a non-empty --out")
     export.add_argument(
         "--int8", choices=["static", "dynamic", "none"], default="static",
@@ -201,7 +226,9 @@ def register(
         description=(
             "Classify image files, directories (walked recursively) and globs with an "
             "exported model package. One image: one JSON object. Several: one JSON line per "
-            "image with its path; unreadable files give an error line and exit status 1."
+            "image with its path; unreadable files give an error line and exit status 1. "
+            "Each answer has is_known (false: not a flower this model knows) and "
+            "unknown_score (higher = less like the training classes)."
         ),
     )
     predict.add_argument("paths", nargs="+", help="image files, directories or globs")
@@ -209,6 +236,12 @@ def register(
     predict.add_argument("--backend", choices=BACKENDS, default="onnx")
     predict.add_argument("--top-k", type=int, default=None, help="add the K best classes")
     predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--no-reject", action="store_true",
+                         help="never answer is_known=false (scores are still printed)")  # fmt: skip
+    predict.add_argument("--reject-threshold", type=float, default=None,
+                         help="override the package's unknown-score threshold")  # fmt: skip
+    predict.add_argument("--reject-method", choices=["msp", "energy", "knn", "mahalanobis"],
+                         default=None, help="score with another fitted method")  # fmt: skip
     predict.add_argument("--no-verify", action="store_true", help=NO_VERIFY_HELP)
     predict.set_defaults(handler=_predict)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flowerclf.core.errors import UsageError
+from flowerclf.core.package_format import load_package
 from flowerclf.serving import ENV_PREFIX
 
 if TYPE_CHECKING:
@@ -32,13 +33,13 @@ def _serve(args: argparse.Namespace) -> int:
         "inference_threads": args.threads, "max_active_requests": args.max_active_requests,
         "max_queued_requests": args.max_queued_requests, "body_timeout_s": args.body_timeout,
         "header_timeout_s": args.header_timeout, "docs": args.docs, "metrics": args.metrics,
+        "reject": args.reject, "reject_threshold": args.reject_threshold,
         "verify_package": False if args.no_verify else None,
     }  # fmt: skip
     for name, value in flags.items():
         if value is not None:
             os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
 
-    from flowerclf.core.package_format import load_package
     from flowerclf.serving.protocol import HeaderTimeoutProtocol
     from flowerclf.serving.settings import ServeSettings
 
@@ -134,6 +135,10 @@ def register(
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
     serve.add_argument("--backend", help="onnx (default) | onnx_int8 | torch | tensorrt")
     serve.add_argument("--threads", type=int, help="inference threads (default: cores)")
+    serve.add_argument(
+        "--reject", type=_bool, metavar="BOOL", help="unknown-image rejection (default true)"
+    )
+    serve.add_argument("--reject-threshold", type=float, help="override the unknown threshold")
     serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 20 MiB)")
     serve.add_argument("--max-batch-files", type=int, help="images per batch request (32)")
     serve.add_argument(

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from flowerclf.core.metric_names import REPORT_METRICS
 
@@ -29,8 +31,80 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ``evaluate <package> --ood`` options (issue 13): KEY=VALUE -> evaluate_ood keyword.
+OOD_OPTIONS: dict[str, tuple[str, type]] = {
+    "data.root": ("data_root", str), "out": ("out", str),
+    "ood.oxford_root": ("oxford_root", str), "ood.max_images": ("max_images", int),
+    "ood.seed": ("seed", int),
+}  # fmt: skip
+
+
+def _parse_ood_options(options: list[str]) -> dict[str, Any]:
+    from flowerclf.core.errors import UsageError
+
+    parsed: dict[str, Any] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or key not in OOD_OPTIONS:
+            valid = ", ".join(f"{k}=<{t.__name__}>" for k, (_, t) in OOD_OPTIONS.items())
+            raise UsageError(f"unknown --ood option {option!r}; valid: {valid}")
+        name, kind = OOD_OPTIONS[key]
+        try:
+            parsed[name] = kind(value)
+        except ValueError:
+            raise UsageError(f"{key} must be {kind.__name__}, got {value!r}") from None
+    return parsed
+
+
+def _evaluate_ood(args: argparse.Namespace) -> int:
+    from flowerclf.core.errors import UsageError
+    from flowerclf.core.package_format import DESCRIPTOR_FILE
+    from flowerclf.evaluation.ood import evaluate_ood
+
+    if not (Path(args.target) / DESCRIPTOR_FILE).is_file():
+        raise UsageError(
+            f"--ood evaluates a model package (its fitted thresholds): {args.target} is not "
+            f"one; export it first with `flowerclf export {args.target} --out DIR`"
+        )
+    report = evaluate_ood(args.target, **_parse_ood_options(args.options))
+    if args.json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        sys.stdout.write(Path(report["report"]["markdown"]).read_text(encoding="utf-8"))
+        sys.stdout.write(f"report: {report['report']['markdown']}\n")
+    return 0
+
+
+def _evaluate_robustness(args: argparse.Namespace) -> int:
+    from flowerclf.core.errors import UsageError
+    from flowerclf.core.package_format import DESCRIPTOR_FILE
+    from flowerclf.evaluation.robustness import evaluate_robustness
+
+    if not (Path(args.target) / DESCRIPTOR_FILE).is_file():
+        raise UsageError(
+            f"--robustness evaluates a model package: {args.target} is not one; export it "
+            f"first with `flowerclf export {args.target} --out DIR`"
+        )
+    options = _parse_ood_options(args.options)
+    unknown = set(options) - {"data_root", "out", "max_images"}
+    if unknown:
+        raise UsageError(f"--robustness takes data.root=, out=, ood.max_images=; not {unknown}")
+    report = evaluate_robustness(args.target, **options)
+    if args.json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        sys.stdout.write(Path(report["report"]["markdown"]).read_text(encoding="utf-8"))
+        sys.stdout.write(f"report: {report['report']['markdown']}\n")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from flowerclf.evaluation.evaluate import evaluate, parse_evaluate_options
+
+    if args.ood:
+        return _evaluate_ood(args)
+    if args.robustness:
+        return _evaluate_robustness(args)
 
     options = parse_evaluate_options(args.options)
     report = evaluate(args.target, **options)
@@ -73,10 +147,26 @@ def register(
         description=(
             "Evaluate the best checkpoint of an MLflow run (by id) or a .ckpt file on a split "
             "of its dataset. Options: split=train|val|test (default test), data.root=DIR, "
-            "batch_size=N, num_workers=N, out=DIR."
+            "batch_size=N, num_workers=N, out=DIR. Reports ece (temperature-scaled, as the "
+            "package ships) and ece_uncalibrated. --ood: see below."
         ),
     )
-    evaluate.add_argument("target", help="MLflow run id or checkpoint path")
+    evaluate.add_argument(
+        "target", help="MLflow run id or checkpoint path (a package directory with --ood)"
+    )
     evaluate.add_argument("options", nargs="*", metavar="KEY=VALUE", help="split=test etc.")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument(
+        "--ood", action="store_true",
+        help="unknown-image rejection of a model package: test split vs unseen Oxford-102 "
+        "species, bundled non-flower photos and synthetic images; AUROC, FPR@95%%TPR and "
+        "share rejected per method (options: data.root=, out=, ood.oxford_root=, "
+        "ood.max_images=, ood.seed=)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--robustness", action="store_true",
+        help="accuracy of a model package on its test split under JPEG, blur, noise, "
+        "brightness/contrast, rotation and downscaling corruptions (options: data.root=, "
+        "out=, ood.max_images=)",
+    )  # fmt: skip
     evaluate.set_defaults(handler=_evaluate, extra="train")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,13 @@ import torch
 
 from flowerclf.core.errors import UsageError
 from flowerclf.core.metric_names import LOGGED_METRICS, REPORT_METRICS
+from flowerclf.core.open_set import softmax
 from flowerclf.data.datamodule import prepared_raw_dir
+from flowerclf.metrics.calibration import fit_temperature, logits_from_probabilities
+from flowerclf.metrics.classification import expected_calibration_error
 from flowerclf.metrics.embeddings import EMBEDDINGS_FILE, knn_accuracy
-from flowerclf.metrics.report import write_evaluation
+from flowerclf.metrics.plots import plot_reliability
+from flowerclf.metrics.report import Predictions, write_evaluation
 from flowerclf.runs import load_trained, run_datamodule
 from flowerclf.tracking import existing_run_logger
 from flowerclf.training.predict import image_runner, predict_loader, run_history
@@ -83,11 +88,15 @@ def evaluate(
             f"the model was trained on {module.classes[:5]}...: not the same dataset"
         )
     loader_name = "train_eval" if split == "train" else split
+    runner = image_runner(module.net, module.spec)
     with torch.inference_mode():
-        predictions = predict_loader(
-            image_runner(module.net, module.spec), datamodule.loader(loader_name), split
-        )
+        predictions = predict_loader(runner, datamodule.loader(loader_name), split)
     extra: dict[str, Any] = {"checkpoint": str(checkpoint), "run_id": run_id}
+    # Open world (issue 13): score what the package ships, the temperature-scaled
+    # probabilities (T fitted on val, as at export); the raw figure stays beside it.
+    predictions, calibration = _calibrated(predictions, split, lambda: _val(runner, datamodule))
+    uncalibrated_table = calibration.pop("_table")
+    extra |= calibration
     run_dir = Path(config.run.dir or checkpoint.parent.parent)
     if not run_dir.is_dir():
         # A run directory that moved with its checkpoint (a DVC pipeline in another clone):
@@ -108,6 +117,10 @@ def evaluate(
         if logger is None:
             run_id = None
     out_dir = Path(out) if out else run_dir / "evaluate" / split
+    out_dir.mkdir(parents=True, exist_ok=True)
+    extra["plots_uncalibrated"] = {"reliability": str(plot_reliability(
+        uncalibrated_table, extra["ece_uncalibrated"], out_dir / "reliability_uncalibrated.png"
+    ))}  # fmt: skip
     report = write_evaluation(
         predictions, module.classes, {r.id: r for r in datamodule.rows},
         prepared_raw_dir(datamodule.prepared_dir), out_dir, split=split,
@@ -125,3 +138,29 @@ def evaluate(
         Path(metrics).parent.mkdir(parents=True, exist_ok=True)
         Path(metrics).write_text(json.dumps(scalars, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _val(runner: Any, datamodule: Any) -> Predictions:
+    with torch.inference_mode():
+        return predict_loader(runner, datamodule.loader("val"), "val (calibration)")
+
+
+def _calibrated(
+    predictions: Predictions, split: str, validation: Callable[[], Predictions]
+) -> tuple[Predictions, dict[str, Any]]:
+    """Temperature-scale ``predictions`` with T fitted on the val split.
+
+    Returns:
+        The calibrated predictions and ``temperature``, ``ece_uncalibrated`` (plus the
+        uncalibrated reliability table under ``_table``); T = 1 without a val split.
+    """
+    ece_raw, table = expected_calibration_error(predictions.probabilities, predictions.labels)
+    val = predictions if split == "val" else validation()
+    if len(val.labels) == 0:
+        temperature = 1.0
+    else:
+        temperature = fit_temperature(logits_from_probabilities(val.probabilities), val.labels)
+    logits = logits_from_probabilities(predictions.probabilities)
+    calibrated = dataclasses.replace(predictions, probabilities=softmax(logits, temperature))
+    info = {"temperature": temperature, "ece_uncalibrated": ece_raw, "_table": table}
+    return calibrated, info

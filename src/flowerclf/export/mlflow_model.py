@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import flowerclf
+from flowerclf.core.open_set import OPEN_SET_FILE, OPEN_SET_FILE_KEY
 from flowerclf.core.package_format import (
     DESCRIPTOR_FILE,
     EMBEDDINGS_FILE,
@@ -38,6 +39,8 @@ def _signature(classes: list[str]) -> Any:
         ColSpec(DataType.string, "predicted_class"),
         ColSpec(DataType.double, "confidence"),
         ColSpec(Map(DataType.double), "all_predictions"),
+        ColSpec(DataType.boolean, "is_known"),
+        ColSpec(DataType.double, "unknown_score", required=False),
         ColSpec(DataType.string, "error"),
     ])  # fmt: skip
     return ModelSignature(inputs=inputs, outputs=outputs)
@@ -53,6 +56,10 @@ def _slim_package(package: ModelPackage) -> Iterator[Path]:
         descriptor["files"] = {"onnx": ONNX_FILE, "embeddings": EMBEDDINGS_FILE}
         shutil.copyfile(package.require("onnx"), slim / ONNX_FILE)
         shutil.copyfile(package.require("embeddings"), slim / EMBEDDINGS_FILE)
+        open_set = package.file(OPEN_SET_FILE_KEY)  # unknown-image rejection (issue 13)
+        if open_set is not None and open_set.is_file():
+            shutil.copyfile(open_set, slim / OPEN_SET_FILE)
+            descriptor["files"][OPEN_SET_FILE_KEY] = OPEN_SET_FILE
         (slim / DESCRIPTOR_FILE).write_text(json.dumps(descriptor, indent=2) + "\n")
         yield slim
 

@@ -39,6 +39,7 @@ from flowerclf.export.onnx_model import (
     cpu_session,
     run_in_batches,
 )
+from flowerclf.export.open_world import write_open_world
 from flowerclf.export.options import ExportOptions
 from flowerclf.export.quantize import calibration_indices, compare_int8, quantize_int8
 from flowerclf.export.tensorrt import build_engine
@@ -235,6 +236,7 @@ EXPORT_STEPS: tuple[ExportStep, ...] = (
     ExportStep("onnx", write_onnx),
     ExportStep("onnx_parity", check_onnx_parity),
     ExportStep("embeddings", write_similarity_index),
+    ExportStep("open_world", write_open_world),  # issue 13: reads the embeddings
     ExportStep("int8", write_int8, wanted=_int8_wanted),
     ExportStep("triton", write_triton, wanted=lambda options: options.triton),
     ExportStep("tensorrt", write_tensorrt),  # always: its check records why there is no engine

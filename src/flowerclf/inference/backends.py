@@ -30,6 +30,11 @@ class Backend(Protocol):
         """``(N, 3, S, S)`` float32 -> (probabilities ``(N, C)``, embeddings ``(N, D)``)."""
         ...
 
+    def run_logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, 3, S, S)`` float32 -> (raw logits ``(N, C)``, embeddings ``(N, D)``): what
+        calibration and unknown-image scoring (:mod:`flowerclf.core.open_set`) start from."""
+        ...
+
 
 def onnx_session_options(threads: int | None = None) -> Any:
     """Session options for low-latency CPU inference.
@@ -69,6 +74,12 @@ class OnnxBackend:
             ["probabilities", "embeddings"], {INPUT_NAME: np.ascontiguousarray(batch, np.float32)}
         )
         return probabilities, embeddings
+
+    def run_logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, embeddings = self.session.run(
+            ["logits", "embeddings"], {INPUT_NAME: np.ascontiguousarray(batch, np.float32)}
+        )
+        return logits, embeddings
 
 
 def _torch_backend(package: ModelPackage, name: str, threads: int | None) -> Backend:

@@ -3,7 +3,12 @@
 >>> from flowerclf import Classifier
 >>> clf = Classifier.load("models/tf_flowers")            # ONNX Runtime by default
 >>> clf.predict("rose.jpg").to_dict()
-{'predicted_class': 'roses', 'confidence': 0.97, 'all_predictions': {...}}
+{'predicted_class': 'roses', 'confidence': 0.97, 'all_predictions': {...},
+ 'is_known': True, 'unknown_score': 0.21}
+
+``confidence`` and ``all_predictions`` are calibrated probabilities (temperature fitted at
+export); ``is_known`` is False for images unlike every training class (see
+:mod:`flowerclf.core.open_set`).
 """
 
 from __future__ import annotations
@@ -12,13 +17,14 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 from PIL import Image
 
 from flowerclf.core.errors import UsageError
 from flowerclf.core.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError
+from flowerclf.core.open_set import UNKNOWN_MESSAGE, OpenWorld, load_open_world
 from flowerclf.core.package_format import ModelPackage, load_package
 from flowerclf.core.preprocess import preprocess_eval
 from flowerclf.inference.backends import BACKENDS, Backend, create_backend
@@ -35,16 +41,33 @@ class Prediction:
     confidence: float
     all_predictions: dict[str, float]
     top_k: list[dict[str, Any]] | None = None
+    # Open world (issue 13): False when the image is unlike every training class;
+    # ``unknown_score`` is None when the package has no rejection (exported before it).
+    is_known: bool = True
+    unknown_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "predicted_class": self.predicted_class,
             "confidence": self.confidence,
             "all_predictions": self.all_predictions,
+            "is_known": self.is_known,
+            "unknown_score": self.unknown_score,
         }
+        if not self.is_known:
+            out["verdict"] = UNKNOWN_MESSAGE
         if self.top_k is not None:
             out["top_k"] = self.top_k
         return out
+
+
+class ModelOutputs(NamedTuple):
+    """One batch through the model: calibrated probabilities ``(N, C)``, embeddings
+    ``(N, D)``, and unknown scores ``(N,)`` (None when the package has no rejection)."""
+
+    probabilities: np.ndarray
+    embeddings: np.ndarray
+    unknown_scores: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -106,6 +129,11 @@ class Classifier:
         batch_size: images per forward pass when predicting lists.
         threads: inference threads (default: physical cores).
         max_pixels: decompression-bomb guard for every input.
+        reject: False turns unknown-image rejection off (every image ``is_known``; the
+            ``unknown_score`` is still reported).
+        reject_threshold: replaces the package's rejection threshold.
+        reject_method: score with another fitted method (``msp``, ``energy``, ``knn``,
+            ``mahalanobis``) instead of the package's default.
     """
 
     def __init__(
@@ -115,6 +143,9 @@ class Classifier:
         batch_size: int = DEFAULT_BATCH_SIZE,
         threads: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        reject: bool = True,
+        reject_threshold: float | None = None,
+        reject_method: str | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise UsageError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -125,6 +156,10 @@ class Classifier:
         self.batch_size = max(1, batch_size)
         self.max_pixels = max_pixels
         self._backend: Backend = create_backend(package, backend, threads)
+        self.open_world: OpenWorld = load_open_world(
+            package.descriptor, package.root, reject=reject, threshold=reject_threshold,
+            method=reject_method,
+        )  # fmt: skip
         self._index: EmbeddingIndex | None = None
         # Decoding and resizing release the GIL: two threads keep the runtime fed.
         self._decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowerclf-decode")
@@ -142,7 +177,10 @@ class Classifier:
 
     @property
     def info(self) -> dict[str, Any]:
-        return self.package.public_info() | {"backend": self.backend_name}
+        return self.package.public_info() | {
+            "backend": self.backend_name,
+            "open_world": self.open_world.describe(),
+        }
 
     # --- preprocessing --------------------------------------------------------------------
 
@@ -161,17 +199,28 @@ class Classifier:
             chunk = items[start : start + self.batch_size]
             yield np.stack(list(self._decode_pool.map(self.preprocess, chunk)))
 
-    def run_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Preprocessed ``(N, 3, S, S)`` -> (probabilities, embeddings)."""
-        return self._backend.run(batch)
+    def run_arrays(self, batch: np.ndarray) -> ModelOutputs:
+        """Preprocessed ``(N, 3, S, S)`` -> calibrated probabilities, embeddings, unknown
+        scores (the one place every runtime's outputs are computed)."""
+        logits, embeddings = self._backend.run_logits(batch)
+        return ModelOutputs(
+            self.open_world.probabilities(logits),
+            embeddings,
+            self.open_world.scores(logits, embeddings),
+        )
 
-    def _run(self, items: Sequence[ImageInput]) -> tuple[np.ndarray, np.ndarray]:
-        probabilities, embeddings = [], []
-        for batch in self._batches(items):
-            probs, emb = self._backend.run(batch)
-            probabilities.append(probs)
-            embeddings.append(emb)
-        return np.concatenate(probabilities), np.concatenate(embeddings)
+    def run_logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Preprocessed ``(N, 3, S, S)`` -> raw (uncalibrated) logits and embeddings."""
+        return self._backend.run_logits(batch)
+
+    def _run(self, items: Sequence[ImageInput]) -> ModelOutputs:
+        outputs = [self.run_arrays(batch) for batch in self._batches(items)]
+        scores = [o.unknown_scores for o in outputs]
+        return ModelOutputs(
+            np.concatenate([o.probabilities for o in outputs]),
+            np.concatenate([o.embeddings for o in outputs]),
+            None if any(s is None for s in scores) else np.concatenate(scores),  # type: ignore[arg-type]
+        )
 
     # --- public API -----------------------------------------------------------------------
 
@@ -191,8 +240,11 @@ class Classifier:
         items = [x] if single else list(x)
         if not items:
             return []
-        probabilities, _ = self._run(items)
-        predictions = [self.to_prediction(p, top_k) for p in probabilities]
+        outputs = self._run(items)
+        predictions = [
+            self.to_prediction(p, top_k, _score(outputs.unknown_scores, i))
+            for i, p in enumerate(outputs.probabilities)
+        ]
         return predictions[0] if single else predictions
 
     def predict_each(
@@ -207,12 +259,15 @@ class Classifier:
             chunk = items[start : start + self.batch_size]
             arrays = list(self._decode_pool.map(self._try_preprocess, chunk))
             good = [a for a in arrays if isinstance(a, np.ndarray)]
-            probabilities = iter(self._backend.run(np.stack(good))[0] if good else [])
+            outputs = self.run_arrays(np.stack(good)) if good else None
+            row = 0
             for array in arrays:
-                if isinstance(array, ImageDecodeError):
-                    results.append(array)
+                if isinstance(array, ImageDecodeError) or outputs is None:
+                    results.append(array)  # type: ignore[arg-type]
                 else:
-                    results.append(self.to_prediction(next(probabilities), top_k))
+                    score = _score(outputs.unknown_scores, row)
+                    results.append(self.to_prediction(outputs.probabilities[row], top_k, score))
+                    row += 1
         return results
 
     def _try_preprocess(self, x: ImageInput) -> np.ndarray | ImageDecodeError:
@@ -222,15 +277,15 @@ class Classifier:
             return exc
 
     def predict_proba(self, x: Any) -> np.ndarray:
-        """Class probabilities, ``(C,)`` for one image or ``(N, C)`` for a list."""
+        """Calibrated class probabilities, ``(C,)`` for one image or ``(N, C)`` for a list."""
         single = is_single_input(x)
-        probabilities, _ = self._run([x] if single else list(x))
+        probabilities = self._run([x] if single else list(x)).probabilities
         return probabilities[0] if single else probabilities
 
     def embed(self, x: Any) -> np.ndarray:
         """L2-normalised embedding, ``(D,)`` for one image or ``(N, D)`` for a list."""
         single = is_single_input(x)
-        _, embeddings = self._run([x] if single else list(x))
+        embeddings = self._run([x] if single else list(x)).embeddings
         return embeddings[0] if single else embeddings
 
     def similar(self, x: Any, k: int = 5) -> list[Neighbor] | list[list[Neighbor]]:
@@ -246,7 +301,13 @@ class Classifier:
             self._index = EmbeddingIndex.load(self.package.require("embeddings"))
         return self._index
 
-    def to_prediction(self, probabilities: np.ndarray, top_k: int | None = None) -> Prediction:
+    def to_prediction(
+        self,
+        probabilities: np.ndarray,
+        top_k: int | None = None,
+        unknown_score: float | None = None,
+    ) -> Prediction:
+        """One row of calibrated probabilities (and its unknown score) -> a Prediction."""
         best = int(np.argmax(probabilities))
         all_predictions = {
             c: round(float(p), 6) for c, p in zip(self.classes, probabilities, strict=True)
@@ -256,9 +317,11 @@ class Classifier:
             order = np.argsort(-probabilities, kind="stable")[: max(1, top_k)]
             top = [{"class": self.classes[i], "probability": round(float(probabilities[i]), 6)}
                    for i in order]  # fmt: skip
+        score = None if unknown_score is None else round(float(unknown_score), 6)
         return Prediction(
-            self.classes[best], round(float(probabilities[best]), 6), all_predictions, top
-        )
+            self.classes[best], round(float(probabilities[best]), 6), all_predictions, top,
+            is_known=self.open_world.is_known(unknown_score), unknown_score=score,
+        )  # fmt: skip
 
     def close(self) -> None:
         self._decode_pool.shutdown(wait=False)
@@ -274,6 +337,10 @@ class Classifier:
             f"Classifier({self.package.name!r}, backend={self.backend_name!r}, "
             f"classes={len(self.classes)})"
         )
+
+
+def _score(scores: np.ndarray | None, row: int) -> float | None:
+    return None if scores is None else float(scores[row])
 
 
 def rgb_image(x: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

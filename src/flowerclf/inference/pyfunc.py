@@ -1,10 +1,11 @@
 """MLflow pyfunc wrapper: a DataFrame of base64 images -> predictions, one row per image.
 
 Input column ``image``: base64-encoded image file bytes. Output columns:
-``predicted_class``, ``confidence``, ``all_predictions`` (class -> probability) and
-``error`` (empty when the row worked). A bad row never fails the request: whatever goes
-wrong with one row (bad base64, not an image, too large, a decoder bug) becomes that row's
-``error``.
+``predicted_class``, ``confidence`` (calibrated), ``all_predictions`` (class ->
+probability), ``is_known`` (False: not like any training class), ``unknown_score`` (higher
+= less like them; None without rejection) and ``error`` (empty when the row worked). A
+bad row never fails the request: whatever goes wrong with one row (bad base64, not an
+image, too large, a decoder bug) becomes that row's ``error``.
 
 Reading files on the serving host (a ``path`` column) is OFF unless the model is loaded
 with ``model_config={"path_root": DIR}`` (or ``FLOWERCLF_PYFUNC_PATH_ROOT=DIR`` in the
@@ -36,7 +37,9 @@ PACKAGE_ARTIFACT = "package"
 ENV_PATH_ROOT = "FLOWERCLF_PYFUNC_PATH_ROOT"
 ENV_MAX_FILE_BYTES = "FLOWERCLF_PYFUNC_MAX_FILE_BYTES"
 DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
-OUTPUT_COLUMNS = ["predicted_class", "confidence", "all_predictions", "error"]
+OUTPUT_COLUMNS = [
+    "predicted_class", "confidence", "all_predictions", "is_known", "unknown_score", "error",
+]  # fmt: skip
 # One message for "missing", "outside the root", "not a regular file", "unreadable": the
 # answer must not tell a caller whether some file exists on the serving host.
 PATH_REFUSED = "path refused: not a readable image file under the configured path root"
@@ -122,7 +125,8 @@ class FlowerclfPyfunc(mlflow.pyfunc.PythonModel):
 
     def _predict_row(self, row: Any) -> dict[str, Any]:
         try:
-            return self.classifier.predict(self._row_bytes(row)).to_dict() | {"error": ""}
+            prediction = self.classifier.predict(self._row_bytes(row))
+            return prediction.to_dict() | {"error": ""}  # the verdict column is dropped
         except FlowerclfError as exc:  # the message was written for the caller
             return self._failed(str(exc))
         except Exception:  # a bug or a decoder failure: logged here, never sent out
@@ -132,7 +136,7 @@ class FlowerclfPyfunc(mlflow.pyfunc.PythonModel):
     def _failed(self, message: str) -> dict[str, Any]:
         empty = dict.fromkeys(self.classifier.classes, 0.0)
         return {"predicted_class": "", "confidence": 0.0, "all_predictions": empty,
-                "error": message}  # fmt: skip
+                "is_known": False, "unknown_score": None, "error": message}  # fmt: skip
 
     def _row_bytes(self, row: Any) -> bytes:
         image = row.get("image")

@@ -40,6 +40,12 @@ class TorchBackend:
             probabilities = logits.float().softmax(dim=1)
         return probabilities.cpu().numpy(), embeddings.float().cpu().numpy()
 
+    def run_logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            images = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.device)
+            logits, embeddings = self.net(images)
+        return logits.float().cpu().numpy(), embeddings.float().cpu().numpy()
+
 
 def tensorrt_available() -> tuple[bool, str]:
     """Whether a TensorRT engine can be built and run here, and if not, why."""
@@ -69,6 +75,14 @@ class TensorRTBackend:
         self.context = self.engine.create_execution_context()
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outputs = self._execute(batch)
+        return outputs["probabilities"].cpu().numpy(), outputs["embeddings"].cpu().numpy()
+
+    def run_logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outputs = self._execute(batch)
+        return outputs["logits"].cpu().numpy(), outputs["embeddings"].cpu().numpy()
+
+    def _execute(self, batch: np.ndarray) -> dict[str, torch.Tensor]:
         images = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).cuda()
         self.context.set_input_shape(INPUT_NAME, tuple(images.shape))
         self.context.set_tensor_address(INPUT_NAME, images.data_ptr())
@@ -81,4 +95,4 @@ class TensorRTBackend:
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise PackageError("TensorRT execution failed")
         stream.synchronize()
-        return outputs["probabilities"].cpu().numpy(), outputs["embeddings"].cpu().numpy()
+        return outputs

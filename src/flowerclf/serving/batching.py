@@ -13,13 +13,16 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-RunFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-Result = tuple[np.ndarray, np.ndarray]
+# A batch -> per-row outputs (probabilities, embeddings[, unknown scores]); each caller
+# gets the same tuple with its own row of every output.
+RunFn = Callable[[np.ndarray], tuple[Any, ...]]
+Result = tuple[Any, ...]
 _Item = tuple[np.ndarray, "asyncio.Future[Result]"]
 
 
@@ -92,9 +95,7 @@ class MicroBatcher:
                 continue
             batch = np.stack([array for array, _ in items])
             try:
-                probabilities, embeddings = await loop.run_in_executor(
-                    self._executor, self._run, batch
-                )
+                outputs = await loop.run_in_executor(self._executor, self._run, batch)
             except Exception as exc:  # reported to every waiting request
                 log.exception("inference failed for a batch of %d", len(items))
                 for _, future in items:
@@ -103,4 +104,9 @@ class MicroBatcher:
                 continue
             for row, (_, future) in enumerate(items):
                 if not future.done():
-                    future.set_result((probabilities[row], embeddings[row]))
+                    future.set_result(_row(outputs, row))
+
+
+def _row(outputs: tuple[Any, ...], row: int) -> Result:
+    """Row ``row`` of each output (an output that is None stays None)."""
+    return tuple(None if output is None else output[row] for output in outputs)

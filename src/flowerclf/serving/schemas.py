@@ -48,9 +48,16 @@ class TopKEntry(BaseModel):
 class PredictionResponse(BaseModel):
     """Same JSON as ``flowerclf predict`` prints."""
 
-    predicted_class: str
-    confidence: float = Field(ge=0.0, le=1.0)
+    predicted_class: str = Field(description="the most probable class, even when unknown")
+    confidence: float = Field(ge=0.0, le=1.0, description="calibrated probability")
     all_predictions: dict[str, float]
+    is_known: bool = Field(
+        True, description="false: the image is not like any class this model knows"
+    )
+    unknown_score: float | None = Field(
+        None, description="higher = less like the training classes; null: no rejection"
+    )
+    verdict: str | None = Field(None, description="'not a flower this model knows' if unknown")
     top_k: list[TopKEntry] | None = None
 
 

@@ -36,7 +36,9 @@ class ClassifierLike(Protocol):
 
     def preprocess(self, x: Image.Image) -> np.ndarray: ...
 
-    def run_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def run_arrays(self, batch: np.ndarray) -> tuple[Any, ...]:
+        """(probabilities, embeddings[, unknown scores or None]) of a batch."""
+        ...
 
     def to_prediction(self, probabilities: np.ndarray, top_k: int | None = None) -> Any: ...
 
@@ -67,11 +69,13 @@ class PackageClassifier:
     def preprocess(self, x: Image.Image) -> np.ndarray:
         return np.asarray(self._clf.preprocess(x), dtype=np.float32)
 
-    def run_arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._clf.run_arrays(batch)
+    def run_arrays(self, batch: np.ndarray) -> tuple[Any, ...]:
+        return tuple(self._clf.run_arrays(batch))
 
-    def to_prediction(self, probabilities: np.ndarray, top_k: int | None = None) -> Any:
-        return self._clf.to_prediction(probabilities, top_k)
+    def to_prediction(
+        self, probabilities: np.ndarray, top_k: int | None = None, unknown_score: Any = None
+    ) -> Any:
+        return self._clf.to_prediction(probabilities, top_k, unknown_score)
 
     def search(self, embeddings: np.ndarray, k: int) -> list[list[Any]]:
         return self._clf.index.search(embeddings, k)
@@ -112,6 +116,8 @@ def load_classifier(settings: ServeSettings) -> ClassifierLike:
         verify=settings.verify_package,
         threads=settings.inference_threads,
         max_pixels=settings.max_pixels,
+        reject=settings.reject,
+        reject_threshold=settings.reject_threshold,
     )
     return PackageClassifier(classifier)
 
@@ -210,29 +216,33 @@ class InferenceService:
         assert array is not None  # the large lane always decodes
         return array
 
-    def _run_sync(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run_sync(self, batch: np.ndarray) -> tuple[Any, ...]:
         if self._on_batch is not None:
             self._on_batch(len(batch))
         return self.classifier.run_arrays(batch)
 
-    async def _infer(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def _infer(self, array: np.ndarray) -> tuple[Any, ...]:
+        """One image's (probabilities, embedding[, unknown score])."""
         if self._batcher is not None:
             return await self._batcher.submit(array)
         loop = asyncio.get_running_loop()
-        probabilities, embeddings = await loop.run_in_executor(
-            self._infer_pool, self._run_sync, array[None]
-        )
-        return probabilities[0], embeddings[0]
+        outputs = await loop.run_in_executor(self._infer_pool, self._run_sync, array[None])
+        return tuple(None if output is None else output[0] for output in outputs)
 
-    async def _infer_batch(self, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    async def _infer_batch(self, arrays: Sequence[np.ndarray]) -> tuple[Any, ...]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._infer_pool, self._run_sync, np.stack(arrays))
 
     # --- operations ----------------------------------------------------------------------
 
+    def _prediction(self, outputs: tuple[Any, ...], top_k: int | None) -> dict[str, Any]:
+        """Row outputs -> the prediction dict (with the unknown score when there is one)."""
+        if len(outputs) > 2:  # a classifier with unknown-image scoring (issue 13)
+            return self.classifier.to_prediction(outputs[0], top_k, outputs[2]).to_dict()  # type: ignore[call-arg]
+        return self.classifier.to_prediction(outputs[0], top_k).to_dict()
+
     async def predict(self, data: bytes, top_k: int | None = None) -> dict[str, Any]:
-        probabilities, _ = await self._infer(await self.prepare(data))
-        return self.classifier.to_prediction(probabilities, top_k).to_dict()
+        return self._prediction(await self._infer(await self.prepare(data)), top_k)
 
     async def predict_many(
         self, items: Sequence[bytes], top_k: int | None = None
@@ -252,23 +262,23 @@ class InferenceService:
                 good.append(index)
                 arrays.append(outcome)
         if arrays:
-            probabilities, _ = await self._infer_batch(arrays)
+            outputs = await self._infer_batch(arrays)
             for row, index in enumerate(good):
-                results[index] = self.classifier.to_prediction(probabilities[row], top_k).to_dict()
+                row_outputs = tuple(None if o is None else o[row] for o in outputs)
+                results[index] = self._prediction(row_outputs, top_k)
         return results
 
     async def embed(self, data: bytes) -> np.ndarray:
-        _, embedding = await self._infer(await self.prepare(data))
-        return embedding
+        return (await self._infer(await self.prepare(data)))[1]
 
     async def analyse(
         self, data: bytes, k: int, top_k: int | None = None
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Prediction and the ``k`` most similar training images from ONE decode and
         forward pass (no neighbours when the package has no index)."""
-        probabilities, embedding = await self._infer(await self.prepare(data))
-        prediction = self.classifier.to_prediction(probabilities, top_k).to_dict()
-        neighbours = await self._neighbours(embedding, k) if self.has_index else []
+        outputs = await self._infer(await self.prepare(data))
+        prediction = self._prediction(outputs, top_k)
+        neighbours = await self._neighbours(outputs[1], k) if self.has_index else []
         return prediction, neighbours
 
     async def similar(self, data: bytes, k: int) -> list[dict[str, Any]]:

@@ -54,6 +54,12 @@ class ServeSettings(BaseSettings):
         description="images with more pixels are decoded one at a time in a lane of their "
         "own, so that they neither pile up in memory nor delay ordinary photos",
     )
+    reject: bool = Field(
+        True, description="answer is_known=false for images unlike every training class"
+    )
+    reject_threshold: float | None = Field(
+        None, description="override the package's unknown-score threshold"
+    )
     log_level: str = "info"
 
     # --- overload: every wait is bounded, so a flood gets 503s instead of a growing queue --

@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from flowerclf.core.errors import UsageError
+from flowerclf.core.open_set import UNKNOWN_MESSAGE
 from flowerclf.ui.clients import (
     UI_ENV_API,
     UI_ENV_API_KEY,
@@ -70,9 +71,16 @@ def _show(analysis: Analysis, data: bytes) -> None:
     image = preview(data)
     if image is not None:
         left.image(image, width="stretch")
-    right.markdown(
-        f"### {prediction['predicted_class']}  \nconfidence **{prediction['confidence']:.1%}**"
-    )
+    if prediction.get("is_known", True):
+        right.markdown(
+            f"### {prediction['predicted_class']}  \nconfidence **{prediction['confidence']:.1%}**"
+        )
+    else:  # open world (issue 13): say so instead of naming a class with false confidence
+        right.warning(
+            f"**{UNKNOWN_MESSAGE.capitalize()}.** Closest class: "
+            f"{prediction['predicted_class']} ({prediction['confidence']:.1%}); unknown "
+            f"score {prediction.get('unknown_score', 0.0):.3f}"
+        )
     probabilities = pd.DataFrame(
         {"probability": list(prediction["all_predictions"].values())},
         index=pd.Index(list(prediction["all_predictions"]), name="class"),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flowerclf.core.errors import ServiceError
+from flowerclf.core.imaging import DEFAULT_MAX_PIXELS, convert_to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +197,6 @@ def preview(data: bytes, size: int = PREVIEW_SIZE) -> bytes | None:
     1/8 while decoding), so a 12-megapixel photo is never held at full size for a preview.
     """
     from PIL import Image, ImageOps
-
-    from flowerclf.core.imaging import DEFAULT_MAX_PIXELS, convert_to_rgb
 
     try:
         with Image.open(io.BytesIO(data)) as image:

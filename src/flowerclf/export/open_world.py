@@ -1,0 +1,132 @@
+"""Export step: fit calibration and unknown-image rejection, write what the runtime reads.
+
+One function, :func:`fit_open_world`, takes the network's outputs on the validation split
+and the training embeddings, and returns the files it wrote into the package plus the
+``open_world`` descriptor section (read back by :mod:`flowerclf.core.open_set`):
+
+- ``temperature``: minimises the validation NLL; ECE (15 bins) before and after;
+- ``reject.thresholds``: per method, the validation score that keeps ``reject.keep`` of
+  the known images, so any method can be chosen at load time;
+- ``reject.method``: the default method, from the OOD evaluation's measured AUROC
+  (``flowerclf evaluate <package> --ood``), see
+  :data:`flowerclf.export.options.DEFAULT_METHOD`;
+- ``open_set.npz``: kNN bank, class means and shared precision of the embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowerclf.core.open_set import (
+    METHODS,
+    OPEN_SET_FILE,
+    OPEN_SET_FILE_KEY,
+    unknown_scores,
+)
+from flowerclf.core.package_format import EMBEDDINGS_FILE
+from flowerclf.export.context import IMAGE_CHUNK, ExportContext, StepResult
+from flowerclf.export.dataset_images import iter_preprocessed
+from flowerclf.export.onnx_model import cpu_session, run_in_batches
+from flowerclf.export.options import OpenWorldOptions
+from flowerclf.metrics.calibration import calibration_summary, fit_temperature
+from flowerclf.metrics.open_set import fit_stats, fit_threshold
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SplitOutputs:
+    """The network's outputs on one split: logits ``(N, C)``, embeddings ``(N, D)``, labels."""
+
+    logits: np.ndarray
+    embeddings: np.ndarray
+    labels: np.ndarray
+
+
+def fit_open_world(
+    out_dir: Path,
+    validation: SplitOutputs,
+    train_embeddings: np.ndarray,
+    train_labels: np.ndarray,
+    classes: Sequence[str],
+    options: OpenWorldOptions | None = None,
+    fitted_on_training_images: bool = False,
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """Fit temperature, statistics and thresholds; write ``open_set.npz`` into ``out_dir``.
+
+    Args:
+        fitted_on_training_images: the validation split was also trained on (e.g.
+            ``train_splits=[train, val]``); recorded so readers know the threshold and
+            temperature are optimistic.
+
+    Returns:
+        ``({"open_set": "open_set.npz"}, descriptor section)``; with an empty validation
+        split, ``({}, section without rejection)``: the package still works, uncalibrated.
+
+    Raises:
+        ValueError: a class has no training embedding.
+    """
+    options = options or OpenWorldOptions()
+    if len(validation.logits) == 0:
+        reason = "the dataset has no validation split to fit calibration and rejection on"
+        log.warning("%s: the package ships uncalibrated, without rejection", reason)
+        return {}, {"temperature": 1.0, "reject": {}, "reason": reason}
+    temperature = fit_temperature(validation.logits, validation.labels)
+    calibration = calibration_summary(validation.logits, validation.labels, temperature)
+    stats = fit_stats(train_embeddings, train_labels, len(classes), k=options.knn_k)
+    stats.save(out_dir / OPEN_SET_FILE)
+    thresholds = {}
+    for method in METHODS:
+        scores = unknown_scores(
+            method, validation.logits, validation.embeddings, temperature, stats
+        )
+        thresholds[method] = fit_threshold(scores, options.keep)
+    log.info(
+        "temperature %.3f (val ECE %.4f -> %.4f); rejection %s at %.4g keeps %.0f%% of val",
+        temperature, calibration["ece_uncalibrated"], calibration["ece"], options.method,
+        thresholds[options.method], 100 * options.keep,
+    )  # fmt: skip
+    section = {
+        "temperature": temperature,
+        "calibration": calibration | {"split": "val", "count": len(validation.labels)},
+        "reject": {
+            "method": options.method,
+            "keep": options.keep,
+            "thresholds": thresholds,
+            "knn_k": options.knn_k,
+            "split": "val",
+            "fitted_on_training_images": fitted_on_training_images,
+        },
+    }
+    return {OPEN_SET_FILE_KEY: OPEN_SET_FILE}, section
+
+
+def write_open_world(context: ExportContext) -> StepResult:
+    """Export step: the ONNX model's validation logits/embeddings and the training
+    embeddings (written by the ``embeddings`` step) -> :func:`fit_open_world`."""
+    val_rows = context.datamodule.split_rows("val")
+    session = cpu_session(context.onnx_path)
+    chunks = iter_preprocessed(
+        val_rows, context.raw_dir, context.spec, "val (calibration, rejection)", IMAGE_CHUNK
+    )
+    outputs = [run_in_batches(session, images, ["logits", "embeddings"]) for images in chunks]
+    num_classes, dim = len(context.classes), context.embedding_dim
+    validation = SplitOutputs(
+        np.concatenate([o[0] for o in outputs]) if outputs else np.zeros((0, num_classes)),
+        np.concatenate([o[1] for o in outputs]) if outputs else np.zeros((0, dim)),
+        np.asarray([r.label for r in val_rows], dtype=np.int64),
+    )
+    with np.load(context.staging / EMBEDDINGS_FILE, allow_pickle=False) as index:
+        train_embeddings, train_labels = index["embeddings"], index["labels"]
+    files, section = fit_open_world(
+        context.staging, validation, train_embeddings, train_labels, context.classes,
+        context.options.open_world,
+        fitted_on_training_images="val" in context.datamodule.train_splits,
+    )  # fmt: skip
+    return StepResult(files=files, entries={"open_world": section})
