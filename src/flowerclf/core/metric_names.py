@@ -13,5 +13,6 @@ LOGGED_METRICS = (
 # Every scalar an evaluation report holds: the compact metrics file (DVC), the CLI's lines.
 REPORT_METRICS = (
     "num_samples", "accuracy", "top5_accuracy", "macro_f1", "weighted_f1", "macro_precision",
-    "macro_recall", "cross_entropy", "ece", "ece_uncalibrated", "temperature", "knn_accuracy",
+    "macro_recall", "cross_entropy", "cross_entropy_uncalibrated", "ece", "ece_uncalibrated",
+    "temperature", "knn_accuracy",
 )  # fmt: skip

@@ -151,10 +151,14 @@ def _calibrated(
     """Temperature-scale ``predictions`` with T fitted on the val split.
 
     Returns:
-        The calibrated predictions and ``temperature``, ``ece_uncalibrated`` (plus the
+        The calibrated predictions and ``temperature``, ``ece_uncalibrated``,
+        ``cross_entropy_uncalibrated`` (plus the
         uncalibrated reliability table under ``_table``); T = 1 without a val split.
     """
     ece_raw, table = expected_calibration_error(predictions.probabilities, predictions.labels)
+    # The network's own cross-entropy, comparable with what training logged per split.
+    picked = predictions.probabilities[np.arange(len(predictions.labels)), predictions.labels]
+    cross_entropy_raw = float(-np.log(np.clip(picked, 1e-12, 1.0)).mean())
     val = predictions if split == "val" else validation()
     if len(val.labels) == 0:
         temperature = 1.0
@@ -162,5 +166,8 @@ def _calibrated(
         temperature = fit_temperature(logits_from_probabilities(val.probabilities), val.labels)
     logits = logits_from_probabilities(predictions.probabilities)
     calibrated = dataclasses.replace(predictions, probabilities=softmax(logits, temperature))
-    info = {"temperature": temperature, "ece_uncalibrated": ece_raw, "_table": table}
+    info = {
+        "temperature": temperature, "ece_uncalibrated": ece_raw,
+        "cross_entropy_uncalibrated": cross_entropy_raw, "_table": table,
+    }  # fmt: skip
     return calibrated, info
