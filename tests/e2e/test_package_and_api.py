@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,19 @@ def test_loading_something_that_is_not_a_package_says_what_to_do(tmp_path: Path)
                                                         "format_version": 99}))  # fmt: skip
     with pytest.raises(PackageError, match="upgrade flowerclf"):
         load_package(tmp_path)
+
+
+def test_every_file_of_an_export_is_verified(model_package: TrainedPackage, tmp_path: Path) -> None:
+    """The gallery, Triton and MLflow directories carry checksums too (``sha256_tree``): an
+    overwritten thumbnail is refused by name, like an overwritten model."""
+    from flowerclf.core.package_format import PackageIntegrityError, load_package
+
+    package = load_package(model_package.package)
+    assert package.verification.unverified == ()
+    copy = tmp_path / "package"
+    shutil.copytree(model_package.package, copy)
+    thumbnail = sorted((copy / "gallery").glob("*.jpg"))[0]
+    thumbnail.write_bytes(thumbnail.read_bytes()[:-10])
+    with pytest.raises(PackageIntegrityError, match=thumbnail.name):
+        load_package(copy)
+    assert load_package(copy, verify=False).verification.skipped

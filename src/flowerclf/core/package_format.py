@@ -174,7 +174,7 @@ def load_package(path: str | Path, verify: bool = True) -> ModelPackage:
 def _report(root: Path, descriptor: Mapping[str, Any], verification: Verification) -> None:
     """Say what was not verified: a warning for a file the descriptor names directly (the
     model itself, in a package exported without checksums), a note for files inside its
-    directories (exports record no ``sha256_tree`` yet)."""
+    directories (packages exported before ``sha256_tree`` existed)."""
     if verification.skipped:
         log.warning("model package %s loaded without checksum verification", root)
         return

@@ -7,7 +7,6 @@ the model came from.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,17 +18,11 @@ from flowerclf.core.package_format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     INPUT_NAME,
+    SHA256_TREE_KEY,
     WEIGHTS_FILE,
+    sha256_file,
 )
 from flowerclf.export.context import ExportContext, StepResult
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_descriptor(context: ExportContext, results: Iterable[StepResult]) -> dict[str, Any]:
@@ -72,6 +65,7 @@ def build_descriptor(context: ExportContext, results: Iterable[StepResult]) -> d
         "files": files,
         "sha256": {key: sha256_file(staging / name) for key, name in files.items()
                    if (staging / name).is_file()},
+        SHA256_TREE_KEY: _tree_checksums(staging, files),
         "metrics": entries.pop("metrics", {}),
         "checks": checks,
         "source": {
@@ -93,3 +87,15 @@ def write_descriptor(context: ExportContext, results: Iterable[StepResult]) -> d
     descriptor = build_descriptor(context, results)
     (context.staging / DESCRIPTOR_FILE).write_text(json.dumps(descriptor, indent=2) + "\n")
     return descriptor
+
+
+def _tree_checksums(staging: Path, files: dict[str, str]) -> dict[str, str]:
+    """sha256 of every file inside the exported directories (gallery/, triton/...), by
+    path relative to the package: loading verifies them like the named files."""
+    digests: dict[str, str] = {}
+    for name in files.values():
+        directory = staging / name
+        if directory.is_dir():
+            for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+                digests[path.relative_to(staging).as_posix()] = sha256_file(path)
+    return digests

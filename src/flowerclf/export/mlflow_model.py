@@ -18,6 +18,7 @@ from flowerclf.core.package_format import (
     DESCRIPTOR_FILE,
     EMBEDDINGS_FILE,
     ONNX_FILE,
+    SHA256_TREE_KEY,
     ModelPackage,
 )
 from flowerclf.inference.pyfunc import PACKAGE_ARTIFACT, FlowerclfPyfunc
@@ -54,6 +55,7 @@ def _slim_package(package: ModelPackage) -> Iterator[Path]:
         slim.mkdir()
         descriptor = json.loads(json.dumps(package.descriptor))
         descriptor["files"] = {"onnx": ONNX_FILE, "embeddings": EMBEDDINGS_FILE}
+        descriptor.pop(SHA256_TREE_KEY, None)  # the directories stay in the full package
         shutil.copyfile(package.require("onnx"), slim / ONNX_FILE)
         shutil.copyfile(package.require("embeddings"), slim / EMBEDDINGS_FILE)
         open_set = package.file(OPEN_SET_FILE_KEY)  # unknown-image rejection (issue 13)
