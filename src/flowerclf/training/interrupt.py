@@ -152,6 +152,20 @@ class GracefulInterrupt(Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
+        # A signal during the last validation or teardown (e.g. early stopping ended the
+        # run first): still honour it, from the checkpoint the last epoch wrote.
+        if self.received is not None:
+            last = self.checkpoint_dir / LAST_CHECKPOINT
+            if not last.is_file():
+                trainer.save_checkpoint(last)
+            self._stop(trainer, last, self.received)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The end of an epoch: last.ckpt was just written (when not sanity checking).
+        if self.received is not None and not trainer.sanity_checking:
+            last = self.checkpoint_dir / LAST_CHECKPOINT
+            trainer.save_checkpoint(last)
+            self._stop(trainer, last, self.received)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
