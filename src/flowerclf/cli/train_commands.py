@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from flowerclf.core.errors import UsageError
 from flowerclf.core.metric_names import REPORT_METRICS
+from flowerclf.core.package_format import DESCRIPTOR_FILE
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -40,8 +42,6 @@ OOD_OPTIONS: dict[str, tuple[str, type]] = {
 
 
 def _parse_ood_options(options: list[str]) -> dict[str, Any]:
-    from flowerclf.core.errors import UsageError
-
     parsed: dict[str, Any] = {}
     for option in options:
         key, sep, value = option.partition("=")
@@ -56,17 +56,15 @@ def _parse_ood_options(options: list[str]) -> dict[str, Any]:
     return parsed
 
 
-def _evaluate_ood(args: argparse.Namespace) -> int:
-    from flowerclf.core.errors import UsageError
-    from flowerclf.core.package_format import DESCRIPTOR_FILE
-    from flowerclf.evaluation.ood import evaluate_ood
-
-    if not (Path(args.target) / DESCRIPTOR_FILE).is_file():
+def _require_package(target: str, flag: str) -> None:
+    if not (Path(target) / DESCRIPTOR_FILE).is_file():
         raise UsageError(
-            f"--ood evaluates a model package (its fitted thresholds): {args.target} is not "
-            f"one; export it first with `flowerclf export {args.target} --out DIR`"
+            f"{flag} evaluates a model package (its fitted thresholds): {target} is not "
+            f"one; export it first with `flowerclf export {target} --out DIR`"
         )
-    report = evaluate_ood(args.target, **_parse_ood_options(args.options))
+
+
+def _print_package_report(args: argparse.Namespace, report: dict[str, Any]) -> int:
     if args.json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
@@ -75,27 +73,24 @@ def _evaluate_ood(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_ood(args: argparse.Namespace) -> int:
+    from flowerclf.evaluation.ood import evaluate_ood
+
+    _require_package(args.target, "--ood")
+    return _print_package_report(
+        args, evaluate_ood(args.target, **_parse_ood_options(args.options))
+    )
+
+
 def _evaluate_robustness(args: argparse.Namespace) -> int:
-    from flowerclf.core.errors import UsageError
-    from flowerclf.core.package_format import DESCRIPTOR_FILE
     from flowerclf.evaluation.robustness import evaluate_robustness
 
-    if not (Path(args.target) / DESCRIPTOR_FILE).is_file():
-        raise UsageError(
-            f"--robustness evaluates a model package: {args.target} is not one; export it "
-            f"first with `flowerclf export {args.target} --out DIR`"
-        )
+    _require_package(args.target, "--robustness")
     options = _parse_ood_options(args.options)
     unknown = set(options) - {"data_root", "out", "max_images"}
     if unknown:
         raise UsageError(f"--robustness takes data.root=, out=, ood.max_images=; not {unknown}")
-    report = evaluate_robustness(args.target, **options)
-    if args.json:
-        sys.stdout.write(json.dumps(report) + "\n")
-    else:
-        sys.stdout.write(Path(report["report"]["markdown"]).read_text(encoding="utf-8"))
-        sys.stdout.write(f"report: {report['report']['markdown']}\n")
-    return 0
+    return _print_package_report(args, evaluate_robustness(args.target, **options))
 
 
 def _evaluate(args: argparse.Namespace) -> int:
