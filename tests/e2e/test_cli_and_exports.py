@@ -22,7 +22,7 @@ import pytest
 from flowerclf import Classifier
 from flowerclf.cli.main import main
 from tests.helpers.packages import TrainedPackage
-from tests.helpers.server import free_port, wait_for_http
+from tests.helpers.server import free_port, stop_process, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -288,11 +288,7 @@ def test_registered_pyfunc_model_is_served_by_mlflow_models_serve(
         assert set(predictions[0]["all_predictions"]) == {"a", "b", "c"}
         assert predictions[3]["error"] and predictions[3]["predicted_class"] == ""
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server, timeout_s=20)
 
 
 # --- benchmark -------------------------------------------------------------------------

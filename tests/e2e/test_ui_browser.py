@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers.colour_package import split
-from tests.helpers.server import LiveServer, free_port, subprocess_env, wait_for_http
+from tests.helpers.server import LiveServer, free_port, stop_process, subprocess_env, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -40,11 +40,7 @@ def ui_url(live_server: LiveServer) -> Iterator[str]:
             pytest.fail("flowerclf ui did not start")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
 
 
 @pytest.mark.skipif(
