@@ -163,15 +163,20 @@ def test_cached_fast_path(workspace: Path, capsys: pytest.CaptureFixture[str]) -
 def test_cached_path_same_metrics_whether_cache_is_built_or_loaded(
     workspace: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    run = lambda: _train(  # noqa: E731
+    run = lambda seed=11: _train(  # noqa: E731
         capsys, workspace, "logger=none", "trainer.mode=cached", "trainer.tail_blocks=1",
-        "trainer.cache_views=3", "trainer.max_epochs=2", "seed=11", "model.drop_rate=0.5",
+        "trainer.cache_views=3", "trainer.max_epochs=2", f"seed={seed}", "model.drop_rate=0.5",
         f"paths.cache_dir={tmp_path}",
     )  # fmt: skip
     built, loaded = run(), run()
     assert built["metrics"]["feature_cache_s"] > loaded["metrics"]["feature_cache_s"]
     strip = lambda m: {k: v for k, v in m.items() if not k.endswith("_s")}  # noqa: E731
     assert strip(built["metrics"]) == strip(loaded["metrics"])
+    # One file per part: clean train/val/test passes and two augmented views. Another seed
+    # reuses the clean passes and computes only its own two augmented views.
+    assert len(list(tmp_path.glob("*.pt"))) == 5
+    run(seed=12)
+    assert len(list(tmp_path.glob("*.pt"))) == 7
 
 
 def test_majority_baseline(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -47,7 +47,7 @@ def test_a_params_section_is_the_composed_config(recipe: str) -> None:
     from_file = compose_config([], f"{REPO_ROOT / PARAMS_FILE}:{recipe}")
     composed = compose_config(recipe_overrides(recipe))
     assert from_file.to_dict() == composed.to_dict()
-    assert from_file.data.name == recipe
+    assert from_file.data.name == recipe.removesuffix("_best")
     assert from_file.data.root == DATA_ROOT
     assert from_file.paths.run_dir == f"{RUNS_DIR}/{recipe}"
 
@@ -55,26 +55,40 @@ def test_a_params_section_is_the_composed_config(recipe: str) -> None:
 def test_dvc_yaml_matches_the_recipes_and_declares_existing_params() -> None:
     pipeline = _dvc_yaml()
     params = _params()
-    recipes = pipeline["vars"][0]["recipes"]
+    datasets, recipes = pipeline["vars"][0]["datasets"], pipeline["vars"][1]["recipes"]
     assert set(recipes) == set(RECIPES)
     for recipe, spec in recipes.items():
-        # prepare@<recipe> depends on the raw copy that data prepare reads.
-        assert spec["raw"] == make_recipe(params[recipe]["data"]["recipe"]).raw_name
+        # A recipe trains on the split prepared under its data.name, cut from its raw copy.
+        data = params[recipe]["data"]
+        assert spec["data"] == data["name"] and spec["data"] in datasets, recipe
+        assert spec["raw"] == make_recipe(data["recipe"]).raw_name == datasets[spec["data"]]["raw"]
+    for dataset, spec in datasets.items():
+        # prepare@<dataset> runs with a recipe whose split it is.
+        assert params[spec["recipe"]]["data"]["name"] == dataset
     for name, stage in pipeline["stages"].items():
         keys = stage["foreach"]
-        for key in keys if isinstance(keys, list) else RECIPES:
+        items = {k: {} for k in keys} if isinstance(keys, list) else _foreach(pipeline, keys)
+        for key, item in items.items():
             for declared in stage["do"].get("params", []):
                 node: Any = params
-                for part in declared.replace("${item}", key).replace("${key}", key).split("."):
+                resolved = declared.replace("${item}", key).replace("${key}", key)
+                resolved = resolved.replace("${item.recipe}", item.get("recipe", key))
+                for part in resolved.split("."):
                     assert isinstance(node, dict) and part in node, f"{name}: {declared}"
                     node = node[part]
 
 
+def _foreach(pipeline: dict[str, Any], reference: str) -> dict[str, dict[str, str]]:
+    """The mapping a ``foreach: ${name}`` stage iterates over (one of the pipeline vars)."""
+    name = reference.removeprefix("${").removesuffix("}")
+    return next(var[name] for var in pipeline["vars"] if name in var)
+
+
 def test_prepare_declares_every_data_setting_that_changes_the_split() -> None:
     declared = {
-        p.split(".", 2)[2]
+        p.removeprefix("${item.recipe}.data.")
         for p in _dvc_yaml()["stages"]["prepare"]["do"]["params"]
-        if p.startswith("${key}.data.")
+        if p.startswith("${item.recipe}.data.")
     }
     for recipe in RECIPES:
         data_keys = set(_params()[recipe]["data"])

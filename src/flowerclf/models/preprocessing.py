@@ -14,6 +14,7 @@ import timm
 from flowerclf.config.schema import ModelConfig
 from flowerclf.core.errors import ConfigError
 from flowerclf.core.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+from flowerclf.models.backbones import ENSEMBLE_SEPARATOR, ensemble_members
 
 
 def resolve_spec(arch: str, overrides: Mapping[str, Any] | None = None) -> PreprocessSpec:
@@ -22,6 +23,8 @@ def resolve_spec(arch: str, overrides: Mapping[str, Any] | None = None) -> Prepr
     Architectures timm does not know (``simple_cnn``) must give every field in overrides.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if ENSEMBLE_SEPARATOR in arch:
+        return _ensemble_spec(arch, overrides)
     base: dict[str, Any] = {}
     try:
         pretrained_cfg = timm.get_pretrained_cfg(arch)
@@ -44,6 +47,16 @@ def resolve_spec(arch: str, overrides: Mapping[str, Any] | None = None) -> Prepr
             f"(and {', '.join(missing[1:]) or 'nothing else'}) in the model config"
         )
     return PreprocessSpec.from_dict(merged)
+
+
+def _ensemble_spec(arch: str, overrides: Mapping[str, Any]) -> PreprocessSpec:
+    """An ensemble is fed its largest member's input (smaller members resize inside the
+    graph), so it takes that member's spec; the members must agree on normalisation."""
+    specs = [resolve_spec(name) for name in ensemble_members(arch)]
+    if len({(tuple(s.mean), tuple(s.std)) for s in specs}) > 1:
+        raise ConfigError(f"ensemble members of {arch!r} normalise their inputs differently")
+    largest = max(specs, key=lambda spec: spec.input_size)
+    return PreprocessSpec.from_dict({**largest.to_dict(), **overrides})
 
 
 def spec_from_model_config(model: ModelConfig) -> PreprocessSpec:

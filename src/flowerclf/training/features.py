@@ -2,9 +2,10 @@
 
 Train images are cached under several augmented views (``trainer.cache_views``); val and
 test images once with the evaluation transform. The trunk runs through ONNX Runtime by
-default (usually faster than PyTorch eager on CPU) or through PyTorch. Caches are
-keyed by everything that changes their content (manifest, weights, trunk cut, preprocessing,
-augmentation, views, seed, runtime) and reused across runs.
+default (usually faster than PyTorch eager on CPU) or through PyTorch. Each part (a clean
+pass over one split, one augmented view) is keyed by what changes its content (manifest,
+weights, trunk cut, preprocessing, runtime; augmentation and view seed for the augmented
+views) and reused across runs: a new seed recomputes only the augmented views.
 """
 
 from __future__ import annotations
@@ -76,12 +77,18 @@ def build_feature_cache(
 ) -> dict[str, CachedSplit]:
     """Compute (or load) trunk outputs.
 
+    Every part is cached on its own, keyed by what changes it: the clean passes
+    (``train_eval``, ``val``, ``test``) do not depend on the seed, the view count or the
+    augmentation, so another seed, more views or a new head setting reuse them, and
+    augmented view ``v`` of seed ``s`` is the same file whatever the view count.
+
     Args:
         views: passes over the train set (``trainer.cache_views``).
         runtime: ``onnx`` or ``torch`` (``trainer.feature_runtime``).
         seed: the run's seed; augmented view ``v`` is drawn with ``seed + v``.
         key_parts: everything else that changes the outputs (manifest, weights, cut,
-            preprocessing, augmentation...); with the arguments above it names the cache.
+            preprocessing, augmentation, train splits...); ``augment`` and
+            ``train_splits`` are left out of the keys of the parts they cannot change.
 
     Returns:
         ``train_eval``, ``val``, ``test``: one eval-transform pass each, in float32 (so
@@ -90,54 +97,77 @@ def build_feature_cache(
     """
     if views < 1:
         raise ConfigError(f"trainer.cache_views must be >= 1, got {views}")
-    parts = {**key_parts, "views": views, "runtime": runtime, "seed": seed, "dtype": str(dtype)}
-    key = cache_key(parts)
-    directory = cache_dir / key
-    names = ("train_eval", "val", "test", "train")
-    if all((directory / f"{name}.pt").is_file() for name in names):
-        log.info("using cached trunk outputs %s", directory)
-        return {name: _load(directory / f"{name}.pt") for name in names}
-    # Training after this must draw the same random numbers whether the cache was built now
-    # or loaded from disk: building reseeds (views) and draws (DataLoader worker seeds), so
-    # the generators are put back afterwards.
-    with preserved_random_state():
-        result = _compute_cache(
-            trunk, datamodule, views=views, runtime=runtime, dtype=dtype, seed=seed
-        )
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, split in result.items():
-        _save(directory / f"{name}.pt", split)
-    (directory / "key.json").write_text(json.dumps(parts, indent=2, default=str))
-    return result
-
-
-def _compute_cache(
-    trunk: nn.Module,
-    datamodule: FlowerDataModule,
-    *,
-    views: int,
-    runtime: str,
-    dtype: torch.dtype,
-    seed: int,
-) -> dict[str, CachedSplit]:
-    datamodule.setup()
-    run = make_trunk_runner(trunk, runtime, datamodule.spec.input_size)
+    builder = _CacheBuilder(trunk, datamodule, runtime, cache_dir)
+    common = {**key_parts, "runtime": runtime}
+    clean = {k: v for k, v in common.items() if k not in ("augment", "train_splits")}
     result = {
-        name: _collect(datamodule.loader(name), run, torch.float32, f"cache {name}")
-        for name in ("train_eval", "val", "test")
+        "val": builder.get({**clean, "split": "val"}, "val"),
+        "test": builder.get({**clean, "split": "test"}, "test"),
+        "train_eval": builder.get(
+            {**clean, "split": "train_eval", "train_splits": common.get("train_splits")},
+            "train_eval",
+        ),
     }
     parts = [result["train_eval"]]
     for view in range(1, views):
-        # Each augmented view is its own reproducible draw, with or without workers.
-        seed_everything(seed + view)
-        loader = datamodule.loader("train", seed_offset=view)
-        parts.append(_collect(loader, run, dtype, f"cache train view {view + 1}/{views}"))
+        # The draw depends on the seed and the view separately (the loader's generator
+        # is seeded with both), so both are in the key.
+        key = {**common, "split": "train", "seed": seed, "view": view, "dtype": str(dtype)}
+        parts.append(builder.get(key, "train", seed=seed + view, offset=view, dtype=dtype))
     result["train"] = CachedSplit(
         torch.cat([p.inputs.to(dtype) for p in parts]),
         torch.cat([p.labels for p in parts]),
         torch.cat([p.ids for p in parts]),
     )
+    if builder.computed:
+        log.info("trunk outputs: computed %s, reused the rest", ", ".join(builder.computed))
     return result
+
+
+class _CacheBuilder:
+    """Loads cached parts, computing (and saving) the missing ones with one trunk runner."""
+
+    def __init__(
+        self, trunk: nn.Module, datamodule: FlowerDataModule, runtime: str, cache_dir: Path
+    ) -> None:
+        self.trunk, self.datamodule, self.runtime = trunk, datamodule, runtime
+        self.cache_dir = cache_dir
+        self.computed: list[str] = []
+        self._run: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def get(
+        self,
+        parts: dict[str, Any],
+        split: str,
+        *,
+        seed: int | None = None,
+        offset: int = 0,
+        dtype: torch.dtype = torch.float32,
+    ) -> CachedSplit:
+        path = self.cache_dir / f"{cache_key(parts)}.pt"
+        if path.is_file():
+            return _load(path)
+        # Training after this must draw the same random numbers whether the part was
+        # computed now or loaded from disk: computing reseeds (views) and draws
+        # (DataLoader worker seeds), so the generators are put back afterwards.
+        with preserved_random_state():
+            self.datamodule.setup()
+            if seed is not None:
+                # Each augmented view is its own reproducible draw, with or without workers.
+                seed_everything(seed)
+            loader = self.datamodule.loader(split, seed_offset=offset)
+            label = f"cache {split}" + (f" view {offset + 1}" if offset else "")
+            computed = _collect(loader, self._runner(), dtype, label)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        _save(path, computed)
+        path.with_suffix(".json").write_text(json.dumps(parts, indent=2, default=str))
+        self.computed.append(label.removeprefix("cache "))
+        return computed
+
+    def _runner(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self._run is None:
+            self._run = make_trunk_runner(self.trunk, self.runtime, self.datamodule.spec.input_size)
+        return self._run
 
 
 def _save(path: Path, split: CachedSplit) -> None:
