@@ -126,7 +126,7 @@ def _predict(args: argparse.Namespace) -> int:
     classifier = Classifier.load(
         _resolve_model(args.model), backend=args.backend, batch_size=args.batch_size,
         reject=not args.no_reject, reject_threshold=args.reject_threshold,
-        reject_method=args.reject_method, verify=not args.no_verify,
+        reject_method=args.reject_method, verify=not args.no_verify, tta=args.tta,
     )  # fmt: skip
     failures = 0
     out = sys.stdout
@@ -242,6 +242,11 @@ def register(
                          help="override the package's unknown-score threshold")  # fmt: skip
     predict.add_argument("--reject-method", choices=["msp", "energy", "knn", "mahalanobis"],
                          default=None, help="score with another fitted method")  # fmt: skip
+    predict.add_argument(
+        "--tta",
+        action="store_true",
+        help="average each image with its mirror image (about 2x compute)",
+    )
     predict.add_argument("--no-verify", action="store_true", help=NO_VERIFY_HELP)
     predict.set_defaults(handler=_predict)
 

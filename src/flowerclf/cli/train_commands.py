@@ -93,6 +93,17 @@ def _evaluate_robustness(args: argparse.Namespace) -> int:
     return _print_package_report(args, evaluate_robustness(args.target, **options))
 
 
+def _evaluate_tta(args: argparse.Namespace) -> int:
+    from flowerclf.evaluation.tta import evaluate_tta
+
+    _require_package(args.target, "--tta")
+    options = _parse_ood_options(args.options)
+    unknown = set(options) - {"data_root", "out", "max_images"}
+    if unknown:
+        raise UsageError(f"--tta takes data.root=, out=, ood.max_images=; not {unknown}")
+    return _print_package_report(args, evaluate_tta(args.target, **options))
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from flowerclf.evaluation.evaluate import evaluate, parse_evaluate_options
 
@@ -100,6 +111,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         return _evaluate_ood(args)
     if args.robustness:
         return _evaluate_robustness(args)
+    if args.tta:
+        return _evaluate_tta(args)
 
     options = parse_evaluate_options(args.options)
     report = evaluate(args.target, **options)
@@ -163,5 +176,11 @@ def register(
         help="accuracy of a model package on its test split under JPEG, blur, noise, "
         "brightness/contrast, rotation and downscaling corruptions (options: data.root=, "
         "out=, ood.max_images=)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--tta", action="store_true",
+        help="test-time augmentation of a model package: test-split accuracy, macro-F1, ECE, "
+        "NLL and model time without and with the mirrored view averaged in (options: "
+        "data.root=, out=, ood.max_images=)",
     )  # fmt: skip
     evaluate.set_defaults(handler=_evaluate, extra="train")

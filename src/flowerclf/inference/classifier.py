@@ -70,6 +70,30 @@ class ModelOutputs(NamedTuple):
     unknown_scores: np.ndarray | None
 
 
+def with_mirrors(batch: np.ndarray) -> np.ndarray:
+    """``(N, 3, S, S)`` -> ``(2N, 3, S, S)``: the batch, then each image mirrored left-right
+    (one runtime call for both views: cheaper than two at small batches)."""
+    return np.concatenate([batch, np.ascontiguousarray(batch[..., ::-1])])
+
+
+def average_views(outputs: Sequence[np.ndarray | None], count: int) -> tuple[Any, ...]:
+    """Outputs of :func:`with_mirrors` rows (``2 * count``) -> one row per image.
+
+    Test-time augmentation averages the two views' calibrated probabilities and unknown
+    scores, and their embeddings (re-normalised to unit length, as every embedding is).
+    """
+    merged: list[np.ndarray | None] = []
+    for position, output in enumerate(outputs):
+        if output is None:
+            merged.append(None)
+            continue
+        mean = (output[:count] + output[count:]) / 2
+        if position == 1:  # embeddings
+            mean = mean / np.maximum(np.linalg.norm(mean, axis=-1, keepdims=True), 1e-12)
+        merged.append(mean.astype(output.dtype, copy=False))
+    return tuple(merged)
+
+
 @dataclass(frozen=True)
 class Neighbor:
     """A training image close to the query in embedding space."""
@@ -134,6 +158,9 @@ class Classifier:
         reject_threshold: replaces the package's rejection threshold.
         reject_method: score with another fitted method (``msp``, ``energy``, ``knn``,
             ``mahalanobis``) instead of the package's default.
+        tta: test-time augmentation by default: every image is also run mirrored and the
+            two views averaged (about twice the compute; see ``flowerclf evaluate
+            --tta`` for what it buys). Each call can override it with ``tta=``.
     """
 
     def __init__(
@@ -146,6 +173,7 @@ class Classifier:
         reject: bool = True,
         reject_threshold: float | None = None,
         reject_method: str | None = None,
+        tta: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise UsageError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -155,6 +183,7 @@ class Classifier:
         self.backend_name = backend
         self.batch_size = max(1, batch_size)
         self.max_pixels = max_pixels
+        self.tta = tta
         self._backend: Backend = create_backend(package, backend, threads)
         self.open_world: OpenWorld = load_open_world(
             package.descriptor, package.root, reject=reject, threshold=reject_threshold,
@@ -199,9 +228,14 @@ class Classifier:
             chunk = items[start : start + self.batch_size]
             yield np.stack(list(self._decode_pool.map(self.preprocess, chunk)))
 
-    def run_arrays(self, batch: np.ndarray) -> ModelOutputs:
+    def run_arrays(self, batch: np.ndarray, tta: bool | None = None) -> ModelOutputs:
         """Preprocessed ``(N, 3, S, S)`` -> calibrated probabilities, embeddings, unknown
-        scores (the one place every runtime's outputs are computed)."""
+        scores (the one place every runtime's outputs are computed); ``tta`` (default: the
+        classifier's setting) averages each image with its mirror image."""
+        if self.tta if tta is None else tta:
+            return ModelOutputs(
+                *average_views(self.run_arrays(with_mirrors(batch), False), len(batch))
+            )
         logits, embeddings = self._backend.run_logits(batch)
         return ModelOutputs(
             self.open_world.probabilities(logits),
@@ -213,8 +247,8 @@ class Classifier:
         """Preprocessed ``(N, 3, S, S)`` -> raw (uncalibrated) logits and embeddings."""
         return self._backend.run_logits(batch)
 
-    def _run(self, items: Sequence[ImageInput]) -> ModelOutputs:
-        outputs = [self.run_arrays(batch) for batch in self._batches(items)]
+    def _run(self, items: Sequence[ImageInput], tta: bool | None = None) -> ModelOutputs:
+        outputs = [self.run_arrays(batch, tta) for batch in self._batches(items)]
         scores = [o.unknown_scores for o in outputs]
         return ModelOutputs(
             np.concatenate([o.probabilities for o in outputs]),
@@ -225,12 +259,19 @@ class Classifier:
     # --- public API -----------------------------------------------------------------------
 
     @overload
-    def predict(self, x: Sequence[ImageInput], top_k: int | None = None) -> list[Prediction]: ...
+    def predict(
+        self, x: Sequence[ImageInput], top_k: int | None = None, tta: bool | None = None
+    ) -> list[Prediction]: ...
     @overload
-    def predict(self, x: ImageInput, top_k: int | None = None) -> Prediction: ...
+    def predict(
+        self, x: ImageInput, top_k: int | None = None, tta: bool | None = None
+    ) -> Prediction: ...
 
-    def predict(self, x: Any, top_k: int | None = None) -> Prediction | list[Prediction]:
-        """Classify one image or a list of images (batched).
+    def predict(
+        self, x: Any, top_k: int | None = None, tta: bool | None = None
+    ) -> Prediction | list[Prediction]:
+        """Classify one image or a list of images (batched); ``tta=True`` averages each
+        image with its mirror image (default: the classifier's ``tta`` setting).
 
         Raises:
             ImageDecodeError: an input is not a readable image (for lists, use
@@ -240,7 +281,7 @@ class Classifier:
         items = [x] if single else list(x)
         if not items:
             return []
-        outputs = self._run(items)
+        outputs = self._run(items, tta)
         predictions = [
             self.to_prediction(p, top_k, _score(outputs.unknown_scores, i))
             for i, p in enumerate(outputs.probabilities)
@@ -248,7 +289,7 @@ class Classifier:
         return predictions[0] if single else predictions
 
     def predict_each(
-        self, items: Sequence[ImageInput], top_k: int | None = None
+        self, items: Sequence[ImageInput], top_k: int | None = None, tta: bool | None = None
     ) -> list[Prediction | ImageDecodeError]:
         """Classify a list, one result per item: a bad item gives its error, not an exception.
 
@@ -259,7 +300,7 @@ class Classifier:
             chunk = items[start : start + self.batch_size]
             arrays = list(self._decode_pool.map(self._try_preprocess, chunk))
             good = [a for a in arrays if isinstance(a, np.ndarray)]
-            outputs = self.run_arrays(np.stack(good)) if good else None
+            outputs = self.run_arrays(np.stack(good), tta) if good else None
             row = 0
             for array in arrays:
                 if isinstance(array, ImageDecodeError) or outputs is None:
@@ -276,16 +317,16 @@ class Classifier:
         except ImageDecodeError as exc:
             return exc
 
-    def predict_proba(self, x: Any) -> np.ndarray:
+    def predict_proba(self, x: Any, tta: bool | None = None) -> np.ndarray:
         """Calibrated class probabilities, ``(C,)`` for one image or ``(N, C)`` for a list."""
         single = is_single_input(x)
-        probabilities = self._run([x] if single else list(x)).probabilities
+        probabilities = self._run([x] if single else list(x), tta).probabilities
         return probabilities[0] if single else probabilities
 
-    def embed(self, x: Any) -> np.ndarray:
+    def embed(self, x: Any, tta: bool | None = None) -> np.ndarray:
         """L2-normalised embedding, ``(D,)`` for one image or ``(N, D)`` for a list."""
         single = is_single_input(x)
-        embeddings = self._run([x] if single else list(x)).embeddings
+        embeddings = self._run([x] if single else list(x), tta).embeddings
         return embeddings[0] if single else embeddings
 
     def similar(self, x: Any, k: int = 5) -> list[Neighbor] | list[list[Neighbor]]:

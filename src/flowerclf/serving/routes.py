@@ -31,6 +31,11 @@ DEFAULT_K = 5
 
 Service = Annotated[InferenceService, Depends(get_service)]
 Settings = Annotated[ServeSettings, Depends(get_settings)]
+Tta = Annotated[
+    bool,
+    Query(description="test-time augmentation: average the image with its mirror image "
+          "(about twice the compute)"),
+]  # fmt: skip
 TopK = Annotated[
     int | None, Query(ge=1, le=1000, description="also return the k most probable classes")
 ]
@@ -71,11 +76,13 @@ metrics_routes = APIRouter(tags=["operations"])  # left out with FLOWERCLF_SERVE
     openapi_extra=_upload_body(Base64ImageRequest),
     summary="Classify one image (multipart field 'file', or JSON {'image': base64})",
 )
-async def predict(request: Request, service: Service, top_k: TopK = None) -> Response:
+async def predict(
+    request: Request, service: Service, top_k: TopK = None, tta: Tta = False
+) -> Response:
     upload, body = await single_image(request, Base64ImageRequest)
     if body is not None and body.top_k is not None:
         top_k = body.top_k
-    return JSONResponse(await service.predict(upload.data, top_k))
+    return JSONResponse(await service.predict(upload.data, top_k, tta))
 
 
 @v1.post(
@@ -86,10 +93,14 @@ async def predict(request: Request, service: Service, top_k: TopK = None) -> Res
     summary="Classify several images (multipart field 'files', repeated); per-image errors",
 )
 async def predict_batch(
-    request: Request, service: Service, settings: Settings, top_k: TopK = None
+    request: Request,
+    service: Service,
+    settings: Settings,
+    top_k: TopK = None,
+    tta: Tta = False,
 ) -> Response:
     uploads = await many_images(request, settings.max_batch_files)
-    outcomes = await service.predict_many([u.data for u in uploads], top_k)
+    outcomes = await service.predict_many([u.data for u in uploads], top_k, tta)
     results = []
     for index, (upload, outcome) in enumerate(zip(uploads, outcomes, strict=True)):
         item: dict[str, Any] = {"index": index, "filename": upload.filename}

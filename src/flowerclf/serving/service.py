@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from flowerclf.core.errors import PackageError, UsageError
-from flowerclf.inference.classifier import Classifier
+from flowerclf.inference.classifier import Classifier, average_views, with_mirrors
 from flowerclf.serving.batching import MicroBatcher
 from flowerclf.serving.errors import ApiError
 from flowerclf.serving.images import decode_upload
@@ -70,7 +70,7 @@ class PackageClassifier:
         return np.asarray(self._clf.preprocess(x), dtype=np.float32)
 
     def run_arrays(self, batch: np.ndarray) -> tuple[Any, ...]:
-        return tuple(self._clf.run_arrays(batch))
+        return tuple(self._clf.run_arrays(batch, tta=False))  # the service does its own TTA
 
     def to_prediction(
         self, probabilities: np.ndarray, top_k: int | None = None, unknown_score: Any = None
@@ -221,8 +221,15 @@ class InferenceService:
             self._on_batch(len(batch))
         return self.classifier.run_arrays(batch)
 
-    async def _infer(self, array: np.ndarray) -> tuple[Any, ...]:
-        """One image's (probabilities, embedding[, unknown score])."""
+    async def _infer(self, array: np.ndarray, tta: bool = False) -> tuple[Any, ...]:
+        """One image's (probabilities, embedding[, unknown score]); ``tta`` averages it with
+        its mirror image (both views go through the micro-batcher like any request)."""
+        if tta:
+            views = await asyncio.gather(
+                self._infer(array), self._infer(np.ascontiguousarray(array[..., ::-1]))
+            )
+            stacked = [None if a is None else np.stack([a, b]) for a, b in zip(*views, strict=True)]
+            return tuple(None if o is None else o[0] for o in average_views(stacked, 1))
         if self._batcher is not None:
             return await self._batcher.submit(array)
         loop = asyncio.get_running_loop()
@@ -241,11 +248,13 @@ class InferenceService:
             return self.classifier.to_prediction(outputs[0], top_k, outputs[2]).to_dict()  # type: ignore[call-arg]
         return self.classifier.to_prediction(outputs[0], top_k).to_dict()
 
-    async def predict(self, data: bytes, top_k: int | None = None) -> dict[str, Any]:
-        return self._prediction(await self._infer(await self.prepare(data)), top_k)
+    async def predict(
+        self, data: bytes, top_k: int | None = None, tta: bool = False
+    ) -> dict[str, Any]:
+        return self._prediction(await self._infer(await self.prepare(data), tta), top_k)
 
     async def predict_many(
-        self, items: Sequence[bytes], top_k: int | None = None
+        self, items: Sequence[bytes], top_k: int | None = None, tta: bool = False
     ) -> list[dict[str, Any] | ApiError]:
         """One result per input: a prediction dict, or the :class:`ApiError` for that input."""
         prepared = await asyncio.gather(*(self.prepare(d) for d in items), return_exceptions=True)
@@ -262,7 +271,11 @@ class InferenceService:
                 good.append(index)
                 arrays.append(outcome)
         if arrays:
-            outputs = await self._infer_batch(arrays)
+            if tta:
+                batch = await self._infer_batch(list(with_mirrors(np.stack(arrays))))
+                outputs = average_views(batch, len(arrays))
+            else:
+                outputs = await self._infer_batch(arrays)
             for row, index in enumerate(good):
                 row_outputs = tuple(None if o is None else o[row] for o in outputs)
                 results[index] = self._prediction(row_outputs, top_k)
