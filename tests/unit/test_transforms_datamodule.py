@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from flowerclf.cli.main import main
 from flowerclf.config import compose_config
+from flowerclf.core.errors import ConfigError
 from flowerclf.core.preprocess import PreprocessSpec, preprocess_eval
 from flowerclf.data.datamodule import FlowerDataModule
 from flowerclf.data.transforms import AddGaussianNoise, build_mixup, build_train_transform
@@ -157,3 +159,24 @@ def test_missing_prepared_dataset(tmp_path: Path) -> None:
     dm = _datamodule(tmp_path)
     with pytest.raises(FileNotFoundError, match="flowerclf data prepare"):
         dm.setup()
+
+
+def test_blur_augmentation_softens_the_decoded_photo() -> None:
+    from PIL import ImageStat
+
+    from flowerclf.data.transforms import RandomGaussianBlur
+
+    checker = Image.new("RGB", (64, 64), "white")
+    for x in range(0, 64, 2):
+        checker.paste(Image.new("RGB", (1, 64), "black"), (x, 0))
+    detail = lambda image: ImageStat.Stat(image.convert("L")).stddev[0]  # noqa: E731
+    torch.manual_seed(0)
+    assert RandomGaussianBlur(0.0, (2.0, 3.0))(checker) is checker
+    blurred = RandomGaussianBlur(1.0, (2.0, 3.0))(checker)
+    assert detail(blurred) < 0.2 * detail(checker)
+    cfg = compose_config(["augment.blur_prob=0.5", "model=simple_cnn"])
+    transform = build_train_transform(PreprocessSpec.from_dict(
+        {"input_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}), cfg.augment)  # fmt: skip
+    assert "RandomGaussianBlur(p=0.5, radius=(0.5, 3.0))" in repr(transform)
+    with pytest.raises(ConfigError, match="blur_radius"):
+        compose_config(["augment.blur_radius=[3.0,1.0]"])

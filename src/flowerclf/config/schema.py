@@ -96,11 +96,21 @@ class AugmentConfig(FrozenSection):
     color_jitter: float = Field(ge=0.0, le=1.0)
     rand_augment: str | None
     gaussian_noise_std: float = Field(ge=0.0, le=1.0)
+    blur_prob: float = Field(ge=0.0, le=1.0)
+    blur_radius: tuple[float, float]
     random_erasing: float = Field(ge=0.0, le=1.0)
     mixup_alpha: float = Field(ge=0.0)
     cutmix_alpha: float = Field(ge=0.0)
     mix_prob: float = Field(ge=0.0, le=1.0)
     mix_switch_prob: float = Field(ge=0.0, le=1.0)
+
+    @field_validator("blur_radius")
+    @classmethod
+    def _radius_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = value
+        if not 0 <= lo <= hi:
+            raise ValueError(f"expected 0 <= low <= high, got {list(value)}")
+        return value
 
     @field_validator("scale", "ratio")
     @classmethod

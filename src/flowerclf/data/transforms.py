@@ -1,7 +1,7 @@
 """Training and evaluation transforms, derived from the model's :class:`PreprocessSpec`.
 
 Training uses timm's ``create_transform`` (RandomResizedCrop, flips, colour jitter,
-RandAugment, random erasing) plus optional Gaussian noise; MixUp/CutMix are batch-level and
+RandAugment, random erasing) plus optional Gaussian noise and blur; MixUp/CutMix are batch-level and
 come from timm's ``Mixup``. Evaluation uses :func:`flowerclf.core.preprocess.preprocess_eval`,
 the same function every deployed runtime uses.
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from flowerclf.core.preprocess import PreprocessSpec, preprocess_eval
 
@@ -38,6 +38,10 @@ class AugmentSettings(Protocol):
     def rand_augment(self) -> str | None: ...
     @property
     def gaussian_noise_std(self) -> float: ...
+    @property
+    def blur_prob(self) -> float: ...
+    @property
+    def blur_radius(self) -> tuple[float, float]: ...
     @property
     def random_erasing(self) -> float: ...
     @property
@@ -76,6 +80,28 @@ class AddGaussianNoise:
         return f"AddGaussianNoise(std={self.std})"
 
 
+class RandomGaussianBlur:
+    """Blur the decoded photo with probability ``p``, radius uniform in ``radius`` pixels.
+
+    Applied before cropping and resizing, on the photo as decoded, like the blur that
+    ``flowerclf evaluate --robustness`` measures (out-of-focus and shaken photos), so the
+    model sees soft images in training rather than only sharp ones.
+    """
+
+    def __init__(self, p: float, radius: tuple[float, float]) -> None:
+        self.p, self.radius = float(p), (float(radius[0]), float(radius[1]))
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if torch.rand(()) >= self.p:  # torch's generator: seeded per worker and epoch
+            return image
+        low, high = self.radius
+        radius = low + (high - low) * float(torch.rand(()))
+        return image.filter(ImageFilter.GaussianBlur(radius))
+
+    def __repr__(self) -> str:
+        return f"RandomGaussianBlur(p={self.p}, radius={self.radius})"
+
+
 def build_train_transform(
     spec: PreprocessSpec, augment: AugmentSettings
 ) -> Callable[[Image.Image], torch.Tensor]:
@@ -99,6 +125,9 @@ def build_train_transform(
     )
     if augment.gaussian_noise_std > 0:
         transform = transforms.Compose([transform, AddGaussianNoise(augment.gaussian_noise_std)])
+    if augment.blur_prob > 0:
+        blur = RandomGaussianBlur(augment.blur_prob, tuple(augment.blur_radius))  # type: ignore[arg-type]
+        transform = transforms.Compose([blur, transform])
     return transform  # type: ignore[no-any-return]
 
 
