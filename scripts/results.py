@@ -35,7 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results"
 README = REPO / "README.md"
 RESULTS_PAGE = REPO / "docs" / "results.md"
-README_START, README_END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
 COMMON = ["logger.experiment_name=flowerclf-results", "logger.log_model=false"]
 
 ROWS: dict[str, list[str]] = {
@@ -465,24 +464,85 @@ def results_page(repo: Path = REPO) -> str:
     return "\n".join(sections)
 
 
-def readme_text(readme: str, results: dict[str, dict[str, Any]]) -> str:
-    """``readme`` with the summary table between its markers replaced."""
-    if README_START not in readme or README_END not in readme:
-        raise SystemExit(f"README.md lacks the markers {README_START} ... {README_END}")
-    head, rest = readme.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
+OPEN_WORLD_RECIPE = "tf_flowers"
+
+
+def open_world_summary(repo: Path = REPO) -> str:
+    """The README's open-world block: unknown-image rejection, calibration, robustness and
+    test-time augmentation of the tf_flowers package, from the DVC pipeline's reports."""
+    reports = repo / "reports" / OPEN_WORLD_RECIPE
+    ood = _json(reports / "ood" / "ood.json")
+    robustness = _json(reports / "robustness" / "robustness.json")
+    evaluated = _json(reports / "metrics.json")
+    tta = _json(reports / "tta" / "tta.json")
+    lines: list[str] = []
+    if ood is not None:
+        lines += [
+            f"Unknown-image rejection of the `{OPEN_WORLD_RECIPE}` package "
+            f"(`dvc repro ood@{OPEN_WORLD_RECIPE}`; default method **{ood['default_method']}**,"
+            f" threshold keeping {ood['keep']:.0%} of validation images):",
+            "",
+            "| method | unseen species AUROC | non-flower AUROC | test images kept |",
+            "|---|---:|---:|---:|",
+        ]
+        for method, row in ood["methods"].items():
+            groups = row["groups"]
+            lines.append(
+                f"| {method} | {groups['unseen_species']['auroc']:.3f} | "
+                f"{groups['non_flower']['auroc']:.3f} | {row['test_kept']:.1%} |"
+            )
+        lines += ["", f"![unknown scores]({ood['plots']['histograms']})", ""]
+    if evaluated is not None and "temperature" in evaluated:
+        lines.append(
+            f"Calibration (temperature scaling, T = {evaluated['temperature']:.2f}): test ECE "
+            f"{evaluated['ece_uncalibrated']:.3f} -> {evaluated['ece']:.3f} "
+            f"(`dvc repro evaluate@{OPEN_WORLD_RECIPE}`)."
+        )
+        lines.append("")
+    if tta is not None:
+        single, both = tta["results"]["single"], tta["results"]["tta"]
+        lines.append(
+            f"Test-time augmentation (`flowerclf evaluate <package> --tta`): accuracy "
+            f"{single['accuracy']:.4f} -> {both['accuracy']:.4f}, ECE {single['ece']:.3f} -> "
+            f"{both['ece']:.3f}, for {tta['cost_ratio']:.2f}x the model time."
+        )
+        lines.append("")
+    if robustness is not None:
+        worst = sorted(robustness["results"].items(), key=lambda kv: -kv[1]["drop_points"])[:4]
+        drops = ", ".join(f"{name} -{row['drop_points']:.1f}" for name, row in worst)
+        lines += [
+            f"Largest accuracy drops under corruptions, in points (`dvc repro "
+            f"robustness@{OPEN_WORLD_RECIPE}`): {drops}.",
+            "",
+            f"![accuracy under corruptions]({robustness['plots']['accuracy']})",
+        ]
+    return "\n".join(lines)
+
+
+def _replace_block(text: str, name: str, body: str) -> str:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md lacks the markers {start} ... {end}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def readme_text(readme: str, results: dict[str, dict[str, Any]], repo: Path = REPO) -> str:
+    """``readme`` with the generated blocks between their markers replaced."""
     best = best_table(results)
     summary = summary_table(results)
     if best.count("\n") > 1:
         summary += "\n\nBest CPU recipes, mean over training seeds (issue 14):\n\n" + best
-    return f"{head}{README_START}\n{summary}\n{README_END}{tail}"
+    readme = _replace_block(readme, "results-summary", summary)
+    return _replace_block(readme, "open-world", open_world_summary(repo))
 
 
 def outputs(repo: Path = REPO) -> dict[Path, str]:
     """Each generated file and the text it should have."""
     readme = repo / "README.md"
     return {
-        readme: readme_text(readme.read_text(), load_results(repo)),
+        readme: readme_text(readme.read_text(), load_results(repo), repo),
         repo / "docs" / "results.md": results_page(repo),
     }
 

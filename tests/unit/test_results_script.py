@@ -14,7 +14,8 @@ from tests.helpers.paths import REPO_ROOT
 
 SCRIPTS = REPO_ROOT / "scripts"
 START, END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
-README = f"# x\n\nintro\n\n{START}\nold\n{END}\n\nend\n"
+OPEN_WORLD = "<!-- open-world:start -->\nold\n<!-- open-world:end -->"
+README = f"# x\n\nintro\n\n{START}\nold\n{END}\n\n{OPEN_WORLD}\n\nend\n"
 
 
 @pytest.fixture
@@ -68,7 +69,8 @@ def test_readme_summary_comes_from_the_pipeline_metrics(results: ModuleType, rep
     text = results.outputs(repo)[repo / "README.md"]
     assert "old" not in text
     assert text.startswith(f"# x\n\nintro\n\n{START}\n| recipe |")
-    assert text.endswith(f"{END}\n\nend\n")
+    assert f"{END}\n\n<!-- open-world:start -->\n" in text
+    assert text.endswith("<!-- open-world:end -->\n\nend\n")
     row = (
         "| `tf_flowers` | 0.9000 | 0.8900 | 202 s | CPU: test x2 "
         "| `dvc repro evaluate@tf_flowers` |"
