@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from flowerclf.core.errors import ConfigError
+from flowerclf.core.fs import exclusive_lock
 from flowerclf.data.datamodule import FlowerDataModule
 from flowerclf.models.runners import make_runner
 from flowerclf.training.seeding import preserved_random_state, seed_everything
@@ -93,6 +94,23 @@ def build_feature_cache(
     parts = {**key_parts, "views": views, "runtime": runtime, "seed": seed, "dtype": str(dtype)}
     key = cache_key(parts)
     directory = cache_dir / key
+    # One process builds a cache, however many want it: the processes of a DDP run (all of
+    # them start here, under torchrun or SLURM at the same moment) and runs started together
+    # wait on the lock, then load what the first one wrote.
+    with exclusive_lock(cache_dir / f"{key}.lock"):
+        return _load_or_build(trunk, datamodule, directory, parts, views, runtime, seed, dtype)
+
+
+def _load_or_build(
+    trunk: nn.Module,
+    datamodule: FlowerDataModule,
+    directory: Path,
+    parts: dict[str, Any],
+    views: int,
+    runtime: str,
+    seed: int,
+    dtype: torch.dtype,
+) -> dict[str, CachedSplit]:
     names = ("train_eval", "val", "test", "train")
     if all((directory / f"{name}.pt").is_file() for name in names):
         log.info("using cached trunk outputs %s", directory)
