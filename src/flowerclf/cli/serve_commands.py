@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +25,6 @@ log = logging.getLogger(__name__)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     # The settings travel as environment variables so every uvicorn worker process builds
     # the same app (flags win over variables already set).
     flags = {
@@ -40,7 +41,6 @@ def _serve(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
 
-    from flowerclf.serving.protocol import HeaderTimeoutProtocol
     from flowerclf.serving.settings import ServeSettings
 
     settings = ServeSettings()
@@ -49,6 +49,43 @@ def _serve(args: argparse.Namespace) -> int:
     # Fail here, with a clear message, not in every worker.
     load_package(settings.model, verify=settings.verify_package)
     _warn_if_exposed(settings)
+    with _metrics_shared_by_workers(settings.workers):
+        _run_uvicorn(settings)
+    return 0
+
+
+@contextlib.contextmanager
+def _metrics_shared_by_workers(workers: int) -> Iterator[None]:
+    """With several workers: prometheus_client's multiprocess mode in a fresh directory.
+
+    The variable must be set before a worker imports prometheus_client (workers are new
+    interpreters that inherit this process's environment). A fresh directory per server:
+    files left by an earlier server would be added to this one's counts. Removed on exit.
+    """
+    from flowerclf.serving.metrics import MULTIPROC_ENV
+
+    if workers <= 1:
+        yield
+        return
+    parent = os.environ.get(MULTIPROC_ENV) or None  # a place the operator chose, if any
+    directory = tempfile.mkdtemp(prefix="flowerclf-metrics-", dir=parent)
+    previous = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = directory
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        if previous is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = previous
+
+
+def _run_uvicorn(settings: ServeSettings) -> None:
+    import uvicorn
+
+    from flowerclf.serving.protocol import HeaderTimeoutProtocol
+
     uvicorn.run(
         "flowerclf.serving.app:app_from_env",
         factory=True,
@@ -63,7 +100,6 @@ def _serve(args: argparse.Namespace) -> int:
         # app's own admission limit (503 + Retry-After, error schema) is far below it.
         limit_concurrency=settings.max_connections,
     )
-    return 0
 
 
 def _warn_if_exposed(settings: ServeSettings) -> None:
