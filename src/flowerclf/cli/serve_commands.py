@@ -254,7 +254,8 @@ def register(
     triton.add_argument(
         "--no-verify", action="store_true", help="skip checking the package files' sha256"
     )
-    triton.set_defaults(handler=_serve_triton, extra="serve")
+    # No extra: the base install (NumPy, Pillow, ONNX Runtime) plus the server binary.
+    triton.set_defaults(handler=_serve_triton)
 
     ui = commands.add_parser(
         "ui",
