@@ -1,9 +1,9 @@
 """What lets a training run survive being stopped: replayable epochs and clean interrupts.
 
-* :func:`latest_epoch_checkpoint` writes ``last.ckpt`` after every epoch's validation, where
-  Lightning's own ``save_last`` would (Lightning rewrites that file only when the monitored
-  metric improves, so after a crash ``resume=`` would go back to the last improvement,
-  however many epochs ago).
+* :func:`latest_epoch_checkpoint` writes ``last.ckpt`` at the end of every epoch, after its
+  validation, where Lightning's own ``save_last`` would not (Lightning rewrites that file
+  only when the monitored metric improves, so after a crash ``resume=`` would go back to
+  the last improvement, however many epochs ago).
 * :class:`EpochSeeding` reseeds every random stream an epoch draws from (Python, NumPy,
   torch, the training DataLoader's shuffle and worker seeds) from ``(seed, epoch)`` at the
   start of each epoch. An epoch therefore draws the same numbers whether the run went
@@ -78,6 +78,10 @@ def latest_epoch_checkpoint(checkpoint_dir: Path) -> ModelCheckpoint:
         monitor=None,
         save_top_k=1,
         enable_version_counter=False,  # the same file, rewritten, also when resuming
+        # At the very end of the epoch, whatever the validation schedule: a checkpoint
+        # written at validation end (Lightning's choice when validation does not run every
+        # epoch) resumes into an epoch that has ended without its validation metrics.
+        save_on_train_epoch_end=True,
     )
 
 
@@ -186,13 +190,6 @@ class GracefulInterrupt(Callback):
                 trainer.save_checkpoint(last)
             self._stop(trainer, last, self.received)
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # The end of an epoch: last.ckpt was just written (when not sanity checking).
-        if not trainer.sanity_checking and self._stop_requested(trainer):
-            last = self.checkpoint_dir / LAST_CHECKPOINT
-            trainer.save_checkpoint(last)
-            self._stop(trainer, last, self.received)
-
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
@@ -200,6 +197,10 @@ class GracefulInterrupt(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Between epochs the previous epoch's last.ckpt is the exact place to resume from.
+        # A signal during validation lands here too (or in on_fit_end after the last
+        # epoch): stopping inside validation would save a checkpoint whose epoch has
+        # trained and validated but not ended, and resuming from it skips the validation
+        # that early stopping then looks for.
         if self._stop_requested(trainer):
             last = self.checkpoint_dir / LAST_CHECKPOINT
             if not last.is_file():  # interrupted before the first epoch ended

@@ -59,8 +59,8 @@ class TrainResult:
     def other_rank(cls, rank: int, context: RunContext) -> TrainResult:
         """What a process other than rank 0 of a DDP run returns: it trained, nothing more."""
         return cls(
-            run_id=None, tracking_uri=context.tracking_uri, checkpoint="",
-            run_dir=str(context.run_dir), train_time_s=round(context.elapsed(), 2),
+            run_id=None, tracking_uri=context.tracking_uri, checkpoint="", run_dir="",
+            train_time_s=round(context.elapsed(), 2),
             global_rank=rank,
         )  # fmt: skip
 
