@@ -187,6 +187,10 @@ def train(cfg: FlowerclfConfig) -> TrainResult:
     datamodule = FlowerDataModule.from_config(cfg, spec)
     datamodule.setup()
     if cfg.model.arch == "majority":
+        if rank != 0:  # started by torchrun/srun with the rest: nothing to fit, rank 0 logs
+            return TrainResult.other_rank(
+                rank, open_run(cfg, datamodule, started=started, rank=rank)
+            )
         return train_majority(open_run(cfg, datamodule, started=started))
 
     context = open_run(cfg, datamodule, resume_run, started, rank=rank)
