@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 DVC := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-browser quickstart params data train evaluate export repro push pull \
+.PHONY: help install triton-server install-browser quickstart params data train evaluate export repro push pull \
 	serve ui loadtest bench results results-run test test-fast lint docs format pre-commit-install clean
 
 help: ## list the targets
@@ -29,6 +29,11 @@ install: $(BIN)/python ## create .venv; install flowerclf with every extra (trai
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install $(TORCH_SPEC)
 	$(BIN)/pip install -e ".[all]"
+	$(MAKE) triton-server
+
+triton-server: $(BIN)/python ## the tritonserver binary (nvidia-pytriton wheel, --no-deps: it pins numpy<2) and its Python-backend environment
+	$(BIN)/pip install --no-deps "nvidia-pytriton==0.7.0"
+	$(BIN)/flowerclf serve-triton --prepare-env
 
 install-browser: ## Debian packages for the headless-Chromium UI test (root)
 	apt-get update && apt-get install -y chromium chromium-driver

@@ -43,7 +43,9 @@ def test_default_options_run_every_step_onnx_first_and_mlflow_last():
     for reader in ("onnx_parity", "embeddings", "int8", "triton", "tensorrt"):
         assert names.index(reader) > onnx, reader
     assert names[-1] == "mlflow"
-    assert [s.name for s in EXPORT_STEPS if s.reads_package] == ["mlflow"]
+    # triton reads the temperature the open_world step fitted (calibrated probabilities).
+    assert [s.name for s in EXPORT_STEPS if s.reads_package] == ["triton", "mlflow"]
+    assert names.index("triton") > names.index("open_world")
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from flowerclf.core.imaging import ImageDecodeError, decode_rgb
+from flowerclf.core.package_format import INPUT_NAME
 from flowerclf.core.preprocess import PreprocessSpec, preprocess_eval
 from flowerclf.export.triton import PREPROCESS_MODEL, write_triton_repository
 from tests.helpers.images import encode, make_photo
@@ -137,3 +138,49 @@ def test_triton_step_ships_flowerclf_core_files_unchanged(step_dir: Path) -> Non
     for module in (flowerclf.core.errors, flowerclf.core.imaging, flowerclf.core.preprocess):
         source = Path(str(module.__file__))
         assert (step_dir / "flowerclf_core" / source.name).read_bytes() == source.read_bytes()
+
+
+def _tiny_onnx(tmp_path: Path) -> Path:
+    """images -> mean colour -> linear logits -> softmax: the package model's output names."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.array([[1.0, -2.0], [0.5, 3.0], [-1.0, 1.0]], dtype=np.float32)
+    nodes = [
+        helper.make_node("ReduceMean", [INPUT_NAME, "axes"], ["pooled"], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "weights"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("Identity", ["pooled"], ["embeddings"]),
+    ]
+    outputs = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", size])
+        for name, size in (("probabilities", 2), ("logits", 2), ("embeddings", 3))
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        outputs,
+        [numpy_helper.from_array(weights, "weights"),
+         numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    path = tmp_path / "tiny.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_triton_onnx_copy_returns_the_calibrated_probabilities(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from flowerclf.core.open_set import softmax
+    from flowerclf.export.triton import write_calibrated_onnx
+
+    source = _tiny_onnx(tmp_path)
+    calibrated = write_calibrated_onnx(source, tmp_path / "calibrated.onnx", temperature=2.5)
+    images = np.random.default_rng(0).normal(size=(3, 3, 8, 8)).astype(np.float32)
+    raw = ort.InferenceSession(str(source)).run(None, {INPUT_NAME: images})
+    probabilities, logits, _ = ort.InferenceSession(str(calibrated)).run(None, {INPUT_NAME: images})
+    np.testing.assert_allclose(logits, raw[1], rtol=1e-6)  # logits stay raw
+    np.testing.assert_allclose(probabilities, softmax(logits, 2.5), atol=1e-6)
+    assert not np.allclose(probabilities, raw[0], atol=1e-3)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +25,6 @@ log = logging.getLogger(__name__)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     # The settings travel as environment variables so every uvicorn worker process builds
     # the same app (flags win over variables already set).
     flags = {
@@ -40,7 +41,6 @@ def _serve(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
 
-    from flowerclf.serving.protocol import HeaderTimeoutProtocol
     from flowerclf.serving.settings import ServeSettings
 
     settings = ServeSettings()
@@ -49,6 +49,43 @@ def _serve(args: argparse.Namespace) -> int:
     # Fail here, with a clear message, not in every worker.
     load_package(settings.model, verify=settings.verify_package)
     _warn_if_exposed(settings)
+    with _metrics_shared_by_workers(settings.workers):
+        _run_uvicorn(settings)
+    return 0
+
+
+@contextlib.contextmanager
+def _metrics_shared_by_workers(workers: int) -> Iterator[None]:
+    """With several workers: prometheus_client's multiprocess mode in a fresh directory.
+
+    The variable must be set before a worker imports prometheus_client (workers are new
+    interpreters that inherit this process's environment). A fresh directory per server:
+    files left by an earlier server would be added to this one's counts. Removed on exit.
+    """
+    from flowerclf.serving.metrics import MULTIPROC_ENV
+
+    if workers <= 1:
+        yield
+        return
+    parent = os.environ.get(MULTIPROC_ENV) or None  # a place the operator chose, if any
+    directory = tempfile.mkdtemp(prefix="flowerclf-metrics-", dir=parent)
+    previous = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = directory
+    try:
+        yield
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+        if previous is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = previous
+
+
+def _run_uvicorn(settings: ServeSettings) -> None:
+    import uvicorn
+
+    from flowerclf.serving.protocol import HeaderTimeoutProtocol
+
     uvicorn.run(
         "flowerclf.serving.app:app_from_env",
         factory=True,
@@ -63,7 +100,6 @@ def _serve(args: argparse.Namespace) -> int:
         # app's own admission limit (503 + Retry-After, error schema) is far below it.
         limit_concurrency=settings.max_connections,
     )
-    return 0
 
 
 def _warn_if_exposed(settings: ServeSettings) -> None:
@@ -81,6 +117,28 @@ def _warn_if_exposed(settings: ServeSettings) -> None:
         )  # fmt: skip
 
 
+def _serve_triton(args: argparse.Namespace) -> int:
+    from flowerclf.serving.triton import (
+        TritonOptions,
+        default_python_env,
+        ensure_python_env,
+        serve_triton,
+    )
+
+    if args.prepare_env:
+        env = ensure_python_env(args.python_env or default_python_env())
+        sys.stdout.write(f"Triton Python environment ready: {env}\n")
+        return 0
+    if args.model is None:
+        raise UsageError("serve-triton needs --model DIR (or --prepare-env)")
+    options = TritonOptions(
+        model=args.model, http_port=args.http_port, grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port, host=args.host, tritonserver=args.tritonserver,
+        python_env=args.python_env, verify=not args.no_verify,
+    )  # fmt: skip
+    return serve_triton(options)
+
+
 def _ui(args: argparse.Namespace) -> int:
     from flowerclf.ui.launch import run_ui
 
@@ -93,7 +151,7 @@ def _loadtest(args: argparse.Namespace) -> int:
     config = LoadTestConfig(
         url=args.url, model=args.model, images=args.images, requests=args.requests,
         concurrency=args.concurrency, duration_s=args.max_seconds, backend=args.backend,
-        baseline=not args.no_baseline, micro_batch=args.micro_batch,
+        baseline=not args.no_baseline, micro_batch=args.micro_batch, workers=args.workers,
     )  # fmt: skip
     report = run_loadtest(config)
     if args.json:
@@ -166,6 +224,39 @@ def register(
     )  # fmt: skip
     serve.set_defaults(handler=_serve, extra="serve")
 
+    triton = commands.add_parser(
+        "serve-triton",
+        help="serve a model package with NVIDIA Triton Inference Server (HTTP + gRPC)",
+        description=(
+            "Run tritonserver on the package's triton/ repository: model 'flowerclf' takes "
+            "encoded image bytes (input image_bytes, TYPE_STRING) and returns probabilities "
+            "and embeddings, with dynamic batching. The server comes from the nvidia-pytriton "
+            "wheel (pip install --no-deps nvidia-pytriton), --tritonserver PATH, or PATH. "
+            "The wheel has no onnxruntime backend: the ONNX step then runs on ONNX Runtime "
+            "in Triton's Python backend, whose stub needs its own environment (NumPy 1.x), "
+            "made once with --prepare-env (it uses the package index)."
+        ),
+    )
+    triton.add_argument("--model", type=Path, help="model package directory (flowerclf export)")
+    triton.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    triton.add_argument("--http-port", type=int, default=8000, help="HTTP port (8000)")
+    triton.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (8001)")
+    triton.add_argument("--metrics-port", type=int, default=8002, help="metrics port (8002)")
+    triton.add_argument("--tritonserver", type=Path, help="a tritonserver binary to use")
+    triton.add_argument(
+        "--python-env", type=Path, metavar="DIR",
+        help="environment of the Python backend's stub (default: $FLOWERCLF_TRITON_PYTHON_ENV "
+        "or ~/.cache/flowerclf/triton-pythonX.Y)",
+    )  # fmt: skip
+    triton.add_argument(
+        "--prepare-env", action="store_true", help="make that environment, then exit"
+    )
+    triton.add_argument(
+        "--no-verify", action="store_true", help="skip checking the package files' sha256"
+    )
+    # No extra: the base install (NumPy, Pillow, ONNX Runtime) plus the server binary.
+    triton.set_defaults(handler=_serve_triton)
+
     ui = commands.add_parser(
         "ui",
         help="web UI (Streamlit) over a running service or a local model package",
@@ -196,6 +287,9 @@ def register(
     load.add_argument("--max-seconds", type=float, default=300.0, help="stop after (300 s)")
     load.add_argument("--backend", default="onnx", help="backend of the served model")
     load.add_argument("--micro-batch", type=_bool, default=False, metavar="BOOL")
+    load.add_argument(
+        "--workers", type=int, default=1, help="worker processes of the server started here (1)"
+    )
     load.add_argument("--no-baseline", action="store_true", help="skip the in-process figure")
     load.add_argument("--json", action="store_true", help="print one JSON object")
     load.set_defaults(handler=_loadtest, extra="serve")

@@ -20,6 +20,8 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = compose_config(args.overrides, args.config)
     result = train(cfg)
+    if result.global_rank != 0:
+        return 0  # another process of a DDP run: rank 0 prints the run's result
     if args.json:
         sys.stdout.write(result.to_json() + "\n")
     else:

@@ -163,6 +163,8 @@ class TrainerConfig(FrozenSection):
     max_epochs: int = Field(ge=1)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"]
     devices: int = Field(ge=1)
+    num_nodes: int = Field(ge=1)
+    strategy: Literal["auto", "ddp", "ddp_find_unused_parameters_true"]
     precision: Literal["auto", "32-true", "16-mixed", "bf16-mixed", "32", "16"]
     optimizer: Literal["adam", "adamw", "sgd"]
     lr: float = Field(gt=0.0, le=10.0)

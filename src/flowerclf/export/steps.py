@@ -151,13 +151,16 @@ def write_int8(context: ExportContext) -> StepResult:
 
 
 def write_triton(context: ExportContext) -> StepResult:
-    """A Triton model repository: preprocessing step, ONNX model and their ensemble."""
+    """A Triton model repository: preprocessing step, ONNX model and their ensemble,
+    returning the package's calibrated probabilities (its ``open_world`` temperature)."""
+    open_world = load_package(context.staging, verify=False).descriptor.get("open_world", {})
     write_triton_repository(
         context.staging / TRITON_DIR,
         context.onnx_path,
         context.classes,
         context.spec,
         context.embedding_dim,
+        temperature=float(open_world.get("temperature", 1.0)),
     )
     return StepResult(files={"triton": TRITON_DIR})
 
@@ -238,7 +241,9 @@ EXPORT_STEPS: tuple[ExportStep, ...] = (
     ExportStep("embeddings", write_similarity_index),
     ExportStep("open_world", write_open_world),  # issue 13: reads the embeddings
     ExportStep("int8", write_int8, wanted=_int8_wanted),
-    ExportStep("triton", write_triton, wanted=lambda options: options.triton),
+    ExportStep(
+        "triton", write_triton, wanted=lambda options: options.triton, reads_package=True
+    ),  # reads the temperature the open_world step fitted
     ExportStep("tensorrt", write_tensorrt),  # always: its check records why there is no engine
     ExportStep("config", write_training_config),
     ExportStep("metrics", write_training_metrics),

@@ -16,6 +16,10 @@ Layout (``tritonserver --model-repository <package>/triton`` loads it as is)::
         config.pbtxt
         1/
 
+Probabilities are the package's calibrated ones, as every other runtime returns: the ONNX
+copy in ``flowerclf_onnx/1`` divides the logits by the package's temperature
+(``open_world.temperature``) before its softmax (``logits`` stay raw, as in ``model.onnx``).
+
 Preprocessing is not re-implemented for Triton: the Python step runs the same
 ``decode_rgb`` (format allow-list, pixel limit, shrink-on-decode, 16-bit/CMYK/alpha
 handling, EXIF orientation) and ``preprocess_eval`` with the same spec as every other
@@ -213,19 +217,54 @@ def ship_core_modules(destination: Path) -> Path:
     return destination
 
 
+def write_calibrated_onnx(onnx_path: Path, destination: Path, temperature: float) -> Path:
+    """Copy ``onnx_path`` with its ``probabilities`` made ``softmax(logits / temperature)``.
+
+    The package's runtimes all calibrate (:meth:`flowerclf.core.open_set.OpenWorld.probabilities`);
+    Triton runs the graph alone, so the division goes into the graph, before its softmax.
+    """
+    if temperature == 1.0:
+        shutil.copyfile(onnx_path, destination)
+        return destination
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    softmax = next(
+        node for node in model.graph.node
+        if node.op_type == "Softmax" and list(node.output) == ["probabilities"]
+    )  # fmt: skip
+    scaled = f"{softmax.input[0]}_over_temperature"
+    model.graph.initializer.append(
+        numpy_helper.from_array(np.array(temperature, dtype=np.float32), "flowerclf_temperature")
+    )
+    division = helper.make_node("Div", [softmax.input[0], "flowerclf_temperature"], [scaled])
+    nodes = list(model.graph.node)
+    nodes.insert(nodes.index(softmax), division)
+    softmax.input[0] = scaled
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(destination))
+    return destination
+
+
 def write_triton_repository(
     root: Path,
     onnx_path: Path,
     classes: list[str],
     spec: PreprocessSpec,
     embedding_dim: int,
+    temperature: float = 1.0,
 ) -> Path:
-    """Write the repository under ``root`` (created); returns ``root``."""
+    """Write the repository under ``root`` (created); returns ``root``. ``temperature``:
+    the package's calibration (probabilities = softmax(logits / temperature))."""
 
     size, num_classes = spec.input_size, len(classes)
     onnx_dir = root / ONNX_MODEL
     (onnx_dir / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(onnx_path, onnx_dir / "1" / "model.onnx")
+    write_calibrated_onnx(onnx_path, onnx_dir / "1" / "model.onnx", temperature)
     (onnx_dir / "config.pbtxt").write_text(_onnx_config(size, num_classes, embedding_dim))
     (onnx_dir / "labels.txt").write_text("".join(f"{name}\n" for name in classes))
 

@@ -55,6 +55,7 @@ def create_app(settings: ServeSettings | None = None, loader: Loader | None = No
             metrics.model_loaded.set(0)
             app.state.service = None
             await service.stop()
+            metrics.worker_stopped()
 
     docs = {} if settings.docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(

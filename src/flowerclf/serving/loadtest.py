@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUESTS = 100_000
 MAX_CONCURRENCY = 256
+MAX_WORKERS = 64  # ServeSettings.workers' limit
 MAX_SECONDS = 900.0
 MAX_IMAGES = 256
 
@@ -54,6 +55,7 @@ class LoadTestConfig:
     baseline: bool = True
     micro_batch: bool = False
     warmup: int = 64
+    workers: int = 1  # worker processes of the server started here (serve --workers)
 
 
 def require_loopback(url: str) -> tuple[str, int]:
@@ -242,7 +244,8 @@ def _start_server(config: LoadTestConfig) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     command = [sys.executable, "-m", "flowerclf", "-q", "serve", "--model", str(config.model),
                "--port", "0", "--backend", config.backend,
-               "--micro-batch", str(config.micro_batch).lower()]  # fmt: skip
+               "--micro-batch", str(config.micro_batch).lower(),
+               "--workers", str(config.workers)]  # fmt: skip
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
@@ -269,6 +272,8 @@ def run_loadtest(config: LoadTestConfig) -> dict[str, Any]:
         raise UsageError(f"requests must be in 1..{MAX_REQUESTS}")
     if not 1 <= config.concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"concurrency must be in 1..{MAX_CONCURRENCY}")
+    if not 1 <= config.workers <= MAX_WORKERS:
+        raise UsageError(f"workers must be in 1..{MAX_WORKERS}")
     if not 0 < config.duration_s <= MAX_SECONDS:
         raise UsageError(f"max seconds must be in (0, {MAX_SECONDS}]")
     if (config.url is None) == (config.model is None) and config.url is None:
@@ -310,6 +315,7 @@ def run_loadtest(config: LoadTestConfig) -> dict[str, Any]:
     throughput = round(len(latencies) / elapsed, 2) if elapsed else 0.0
     report |= {
         "url": url, "concurrency": config.concurrency, "micro_batch": config.micro_batch,
+        "workers": config.workers if process is not None else None,
         "requests": run.issued, "completed": len(latencies), "errors": run.errors,
         "statuses": run.statuses, "seconds": round(elapsed, 2), "throughput_rps": throughput,
         "p50_ms": p50, "p95_ms": _percentile(latencies, 95), "p99_ms": p99,

@@ -3,10 +3,19 @@
 Each app gets its own registry, so several apps (tests) never share counters. Routes are
 labelled by their template (``/v1/gallery/{image_id}``), never by the raw path, so
 clients cannot blow up the label cardinality.
+
+With several worker processes (``flowerclf serve --workers N``) each worker counts only the
+requests it handled, and a scrape of ``/metrics`` reaches one worker at random. There the
+server runs prometheus_client's multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` names a
+fresh directory (made and removed by the command) before any worker starts, every worker's
+values live in memory-mapped files there, and ``/metrics`` in any worker adds up all of
+them: counters and histograms summed, the in-flight gauge summed over live workers,
+``model_loaded`` the minimum over live workers (1 once every worker is ready).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -17,6 +26,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +35,12 @@ LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 UNMATCHED = "<unmatched>"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
+
+
+def multiprocess_dir() -> str | None:
+    """The directory of multiprocess mode, when the server runs in it (several workers)."""
+    return os.environ.get(MULTIPROC_ENV) or None
 
 
 class ServiceMetrics:
@@ -32,6 +48,10 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Read when the app is built, in the worker: the values of every collector below
+        # are memory-mapped files in this directory (prometheus_client decides that from
+        # the same variable when it is imported).
+        self.multiprocess_dir = multiprocess_dir()
         self.requests = Counter(
             "flowerclf_http_requests_total",
             "HTTP requests by route template, method and status code.",
@@ -49,6 +69,7 @@ class ServiceMetrics:
             "flowerclf_http_requests_in_flight",
             "Requests being handled now.",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.batch_size = Histogram(
             "flowerclf_inference_batch_size",
@@ -57,14 +78,27 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.model_loaded = Gauge(
-            "flowerclf_model_loaded", "1 once the model is loaded and warm.", registry=self.registry
+            "flowerclf_model_loaded",
+            "1 once the model is loaded and warm (in every worker).",
+            registry=self.registry,
+            multiprocess_mode="livemin",
         )
 
     def observe_batch(self, size: int) -> None:
         self.batch_size.observe(size)
 
     def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The exposition text: this app's registry, or every worker's values combined."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, path=self.multiprocess_dir)
+        return generate_latest(combined), CONTENT_TYPE_LATEST
+
+    def worker_stopped(self) -> None:
+        """Drop this worker's live gauges from the combined view (multiprocess mode)."""
+        if self.multiprocess_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), self.multiprocess_dir)
 
 
 def _route_of(scope: Scope) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from flowerclf.core.errors import PackageError, UsageError
+from flowerclf.core.hardware import physical_cores
 from flowerclf.inference.classifier import Classifier, average_views, with_mirrors
 from flowerclf.serving.batching import MicroBatcher
 from flowerclf.serving.errors import ApiError
@@ -105,6 +106,12 @@ class PackageClassifier:
         self._clf.close()
 
 
+def threads_per_worker(workers: int) -> int | None:
+    """Default inference threads of one worker: the physical cores shared out between the
+    workers (each is its own process with its own runtime); None (all cores) for one."""
+    return None if workers <= 1 else max(1, physical_cores() // workers)
+
+
 def load_classifier(settings: ServeSettings) -> ClassifierLike:
     """Load the model package named in ``settings`` (the service's default loader)."""
 
@@ -114,7 +121,7 @@ def load_classifier(settings: ServeSettings) -> ClassifierLike:
         settings.model,
         backend=settings.backend,
         verify=settings.verify_package,
-        threads=settings.inference_threads,
+        threads=settings.inference_threads or threads_per_worker(settings.workers),
         max_pixels=settings.max_pixels,
         reject=settings.reject,
         reject_threshold=settings.reject_threshold,

@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from flowerclf.core.errors import ConfigError
+from flowerclf.core.fs import exclusive_lock
 from flowerclf.data.datamodule import FlowerDataModule
 from flowerclf.models.runners import make_runner
 from flowerclf.training.seeding import preserved_random_state, seed_everything
@@ -97,6 +98,24 @@ def build_feature_cache(
     """
     if views < 1:
         raise ConfigError(f"trainer.cache_views must be >= 1, got {views}")
+    # One process builds the missing parts, however many want them: the processes of a DDP
+    # run (all of them start here, under torchrun or SLURM at the same moment) and runs
+    # started together wait on the lock, then load what the first one wrote.
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(cache_dir / "build.lock"):
+        return _build(trunk, datamodule, views, runtime, seed, cache_dir, key_parts, dtype)
+
+
+def _build(
+    trunk: nn.Module,
+    datamodule: FlowerDataModule,
+    views: int,
+    runtime: str,
+    seed: int,
+    cache_dir: Path,
+    key_parts: dict[str, Any],
+    dtype: torch.dtype,
+) -> dict[str, CachedSplit]:
     builder = _CacheBuilder(trunk, datamodule, runtime, cache_dir)
     common = {**key_parts, "runtime": runtime}
     clean = {k: v for k, v in common.items() if k not in ("augment", "train_splits")}

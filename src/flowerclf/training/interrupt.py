@@ -1,9 +1,9 @@
 """What lets a training run survive being stopped: replayable epochs and clean interrupts.
 
-* :func:`latest_epoch_checkpoint` writes ``last.ckpt`` after every epoch's validation, where
-  Lightning's own ``save_last`` would (Lightning rewrites that file only when the monitored
-  metric improves, so after a crash ``resume=`` would go back to the last improvement,
-  however many epochs ago).
+* :func:`latest_epoch_checkpoint` writes ``last.ckpt`` at the end of every epoch, after its
+  validation, where Lightning's own ``save_last`` would not (Lightning rewrites that file
+  only when the monitored metric improves, so after a crash ``resume=`` would go back to
+  the last improvement, however many epochs ago).
 * :class:`EpochSeeding` reseeds every random stream an epoch draws from (Python, NumPy,
   torch, the training DataLoader's shuffle and worker seeds) from ``(seed, epoch)`` at the
   start of each epoch. An epoch therefore draws the same numbers whether the run went
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last.ckpt"
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _EPOCH_SEED_STRIDE = 1_000_003  # a prime: (seed, epoch) pairs do not collide in practice
+_RANK_SEED_STRIDE = 7_919  # another prime, for the processes of a DDP run
 _SEED_MODULUS = 2**32
 
 
@@ -54,9 +55,15 @@ def mark_interrupted(logger: Any, run_id: str | None) -> None:
         logger.experiment.set_terminated(run_id, "KILLED")
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of epoch ``epoch`` of a run seeded with ``seed``."""
-    return (seed + _EPOCH_SEED_STRIDE * (epoch + 1)) % _SEED_MODULUS
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of epoch ``epoch`` of a run seeded with ``seed``, in process ``rank``.
+
+    Each process of a DDP run draws its own augmentation (and MixUp) stream, so the
+    processes do not repeat each other's random crops; rank 0 (and a one-process run) keeps
+    the seeds it always had. Which images each process gets is the distributed sampler's
+    business, seeded by the run's seed and the epoch alike on every rank.
+    """
+    return (seed + _EPOCH_SEED_STRIDE * (epoch + 1) + _RANK_SEED_STRIDE * rank) % _SEED_MODULUS
 
 
 def latest_epoch_checkpoint(checkpoint_dir: Path) -> ModelCheckpoint:
@@ -71,6 +78,10 @@ def latest_epoch_checkpoint(checkpoint_dir: Path) -> ModelCheckpoint:
         monitor=None,
         save_top_k=1,
         enable_version_counter=False,  # the same file, rewritten, also when resuming
+        # At the very end of the epoch, whatever the validation schedule: a checkpoint
+        # written at validation end (Lightning's choice when validation does not run every
+        # epoch) resumes into an epoch that has ended without its validation metrics.
+        save_on_train_epoch_end=True,
     )
 
 
@@ -85,7 +96,7 @@ class EpochSeeding(Callback):
         self._first_epoch_of_fit = True
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        seed = epoch_seed(self.seed, trainer.current_epoch)
+        seed = epoch_seed(self.seed, trainer.current_epoch, trainer.global_rank)
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -144,27 +155,39 @@ class GracefulInterrupt(Callback):
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
 
+    def _stop_requested(self, trainer: L.Trainer) -> bool:
+        """Whether any process was asked to stop.
+
+        In a DDP run a signal may reach one process only (``kill`` of rank 0); all of them
+        must stop at the same point, or the others would wait for it in their next
+        collective forever. Every hook below is reached by all processes in step, so the
+        decision is reduced across them there (a no-op with one process).
+        """
+        received = self.received is not None
+        if trainer.world_size > 1:
+            return bool(trainer.strategy.reduce_boolean_decision(received, all=False))
+        return received
+
     # --- Lightning hooks ------------------------------------------------------------------
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.received = None
+        if trainer.world_size > 1:
+            # Only rank 0 knows the run (id and directory); the checks below that look at
+            # last.ckpt must give the same answer in every process.
+            self.checkpoint_dir, self.resume_hint = trainer.strategy.broadcast(
+                (self.checkpoint_dir, self.resume_hint)
+            )
         self._install()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
         # A signal during the last validation or teardown (e.g. early stopping ended the
         # run first): still honour it, from the checkpoint the last epoch wrote.
-        if self.received is not None:
+        if self._stop_requested(trainer):
             last = self.checkpoint_dir / LAST_CHECKPOINT
             if not last.is_file():
                 trainer.save_checkpoint(last)
-            self._stop(trainer, last, self.received)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # The end of an epoch: last.ckpt was just written (when not sanity checking).
-        if self.received is not None and not trainer.sanity_checking:
-            last = self.checkpoint_dir / LAST_CHECKPOINT
-            trainer.save_checkpoint(last)
             self._stop(trainer, last, self.received)
 
     def on_exception(
@@ -174,7 +197,11 @@ class GracefulInterrupt(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Between epochs the previous epoch's last.ckpt is the exact place to resume from.
-        if self.received is not None:
+        # A signal during validation lands here too (or in on_fit_end after the last
+        # epoch): stopping inside validation would save a checkpoint whose epoch has
+        # trained and validated but not ended, and resuming from it skips the validation
+        # that early stopping then looks for.
+        if self._stop_requested(trainer):
             last = self.checkpoint_dir / LAST_CHECKPOINT
             if not last.is_file():  # interrupted before the first epoch ended
                 trainer.save_checkpoint(last)
@@ -188,17 +215,18 @@ class GracefulInterrupt(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if self.received is not None:
+        if self._stop_requested(trainer):
             last = self.checkpoint_dir / LAST_CHECKPOINT
             trainer.save_checkpoint(last)
             self._stop(trainer, last, self.received)
 
-    def _stop(self, trainer: L.Trainer, checkpoint: Path, signum: int) -> None:
-        name = signal.Signals(signum).name
+    def _stop(self, trainer: L.Trainer, checkpoint: Path, signum: int | None) -> None:
+        # In a DDP run, a process that got no signal itself stops because another one did.
+        name = signal.Signals(signum).name if signum is not None else "a signal to another process"
         resume = self.resume_hint or str(checkpoint)
         raise TrainingInterruptedError(
             f"training stopped by {name} in epoch {trainer.current_epoch} (step "
             f"{trainer.global_step}); checkpoint saved to {checkpoint}. Continue with the same "
             f"command plus resume={resume}",
-            signum=signum,
+            signum=signum if signum is not None else signal.SIGTERM,
         )

@@ -101,7 +101,10 @@ class FlowerClassifier(L.LightningModule):
         loss = self.criterion(logits, embeddings, targets)
         batch_size = inputs.shape[0]
         # Epoch means only: one point per epoch makes the curves and the run easy to compare.
-        epoch_only = {"on_step": False, "on_epoch": True, "batch_size": batch_size}
+        # sync_dist: in a DDP run, the mean over every process's batches (a no-op otherwise).
+        epoch_only = {
+            "on_step": False, "on_epoch": True, "batch_size": batch_size, "sync_dist": True
+        }  # fmt: skip
         self.log("train/loss", loss.total, prog_bar=True, **epoch_only)
         self.log("train/ce", loss.ce, **epoch_only)
         self.log("train/embedding_loss", loss.embedding, **epoch_only)
@@ -120,9 +123,12 @@ class FlowerClassifier(L.LightningModule):
         accuracy(logits, labels)
         f1(logits, labels)
         size = inputs.shape[0]
-        self.log(f"{prefix}/loss", loss.total, prog_bar=prefix == "val", batch_size=size)
-        self.log(f"{prefix}/ce", loss.ce, batch_size=size)
-        self.log(f"{prefix}/acc", accuracy, prog_bar=prefix == "val", batch_size=size)
+        # Losses are averaged over the processes of a DDP run (sync_dist); the torchmetrics
+        # objects gather their counts across processes themselves.
+        prog_bar = prefix == "val"
+        self.log(f"{prefix}/loss", loss.total, prog_bar=prog_bar, batch_size=size, sync_dist=True)
+        self.log(f"{prefix}/ce", loss.ce, batch_size=size, sync_dist=True)
+        self.log(f"{prefix}/acc", accuracy, prog_bar=prog_bar, batch_size=size)
         self.log(f"{prefix}/macro_f1", f1, batch_size=size)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

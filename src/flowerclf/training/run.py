@@ -50,9 +50,19 @@ class TrainResult:
     train_time_s: float = 0.0
     hardware: str = field(default_factory=hardware_description)
     reports: dict[str, str] = field(default_factory=dict)
+    global_rank: int = 0  # a DDP run's other processes return a result with no run in it
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
+
+    @classmethod
+    def other_rank(cls, rank: int, context: RunContext) -> TrainResult:
+        """What a process other than rank 0 of a DDP run returns: it trained, nothing more."""
+        return cls(
+            run_id=None, tracking_uri=context.tracking_uri, checkpoint="", run_dir="",
+            train_time_s=round(context.elapsed(), 2),
+            global_rank=rank,
+        )  # fmt: skip
 
 
 @dataclass
@@ -65,21 +75,37 @@ class RunContext:
     logger: MLFlowLogger | None
     tracking_uri: str | None
     started: float = field(default_factory=time.perf_counter)
+    rank: int = 0  # global rank in a multi-process (DDP) run; only rank 0 owns the MLflow run
 
     @property
     def run_id(self) -> str | None:
-        return self.logger.run_id if self.logger is not None else None
+        if self.logger is None or self.rank != 0:
+            return None
+        return self.logger.run_id
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
 
-def make_logger(cfg: FlowerclfConfig, run_id: str | None) -> tuple[MLFlowLogger | None, str | None]:
-    """Lightning's MLflow logger on a new run (or on ``run_id``, to continue it)."""
+def make_logger(
+    cfg: FlowerclfConfig, run_id: str | None, rank: int = 0
+) -> tuple[MLFlowLogger | None, str | None]:
+    """Lightning's MLflow logger on a new run (or on ``run_id``, to continue it).
+
+    On a rank other than 0 of a multi-process run the logger is made but never opened: one
+    training is one MLflow run, which rank 0 creates and logs to. (Lightning's callbacks,
+    such as the learning-rate monitor, want a logger on every rank; off rank 0 its calls do
+    nothing.)
+    """
     if not cfg.logger.enabled:
         return None, None
     uri = resolve_tracking_uri(cfg.logger.tracking_uri)
     run_name = cfg.logger.run_name or f"{cfg.data.name}-{cfg.model.name}-{cfg.loss.name}"
+    if rank != 0:
+        return MLFlowLogger(
+            experiment_name=cfg.logger.experiment_name, run_name=run_name, tracking_uri=uri,
+            run_id=run_id, log_model=False,
+        ), uri  # fmt: skip
     with store_setup_lock(uri):
         logger = MLFlowLogger(
             experiment_name=cfg.logger.experiment_name,
@@ -142,14 +168,19 @@ def open_run(
     datamodule: FlowerDataModule,
     resume_run: str | None = None,
     started: float | None = None,
+    rank: int = 0,
 ) -> RunContext:
     """Start (or continue) the MLflow run, fix the run directory, and record both in the
-    run's config (:class:`~flowerclf.config.schema.RunConfig`)."""
-    logger, tracking_uri = make_logger(cfg, resume_run)
-    run_id = logger.run_id if logger is not None else None
+    run's config (:class:`~flowerclf.config.schema.RunConfig`).
+
+    ``rank``: this process's global rank in a multi-process run. Other ranks than 0 open no
+    MLflow run; they take part in fit only (rank 0 checkpoints, evaluates and logs).
+    """
+    logger, tracking_uri = make_logger(cfg, resume_run, rank)
+    run_id = logger.run_id if logger is not None and rank == 0 else resume_run
     run_dir = run_directory(cfg, run_id)
     config = cfg.for_run(RunRecord(id=run_id, dir=str(run_dir), tracking_uri=tracking_uri))
-    context = RunContext(config, datamodule, run_dir, logger, tracking_uri)
+    context = RunContext(config, datamodule, run_dir, logger, tracking_uri, rank=rank)
     if started is not None:
         context.started = started
     return context

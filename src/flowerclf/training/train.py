@@ -34,6 +34,7 @@ from flowerclf.models.preprocessing import spec_from_model_config
 from flowerclf.models.runners import torch_runner
 from flowerclf.tracking import load_checkpoint, resolve_checkpoint
 from flowerclf.training.baseline import train_majority
+from flowerclf.training.distributed import global_rank_from_env, world_size
 from flowerclf.training.features import CachedSplit, build_feature_cache, features_dataset
 from flowerclf.training.interrupt import mark_interrupted, resumable_callbacks
 from flowerclf.training.module import FlowerClassifier
@@ -178,16 +179,21 @@ def train(cfg: FlowerclfConfig) -> TrainResult:
     resume_run, resume_ckpt = _find_resume(
         cfg.resume, Path(cfg.paths.output_dir).resolve(), run_dir
     )
-    if run_dir is not None and resume_ckpt is None:
+    rank = _launch_rank(cfg.trainer)
+    if run_dir is not None and resume_ckpt is None and rank == 0:
         _check_fresh_run_dir(run_dir)
     seed_everything(cfg.seed)
     spec = spec_from_model_config(cfg.model)
     datamodule = FlowerDataModule.from_config(cfg, spec)
     datamodule.setup()
     if cfg.model.arch == "majority":
+        if rank != 0:  # started by torchrun/srun with the rest: nothing to fit, rank 0 logs
+            return TrainResult.other_rank(
+                rank, open_run(cfg, datamodule, started=started, rank=rank)
+            )
         return train_majority(open_run(cfg, datamodule, started=started))
 
-    context = open_run(cfg, datamodule, resume_run, started)
+    context = open_run(cfg, datamodule, resume_run, started, rank=rank)
     module = _build_module(context, spec)
     if resume_run is None:
         record_start(
@@ -202,16 +208,29 @@ def train(cfg: FlowerclfConfig) -> TrainResult:
     except TrainingInterruptedError:
         mark_interrupted(context.logger, context.run_id)
         raise
+    if not trainer.is_global_zero:
+        # The other processes of a DDP run are done: rank 0 wrote the checkpoints and now
+        # evaluates and logs the run once, on the whole of each split.
+        return TrainResult.other_rank(trainer.global_rank, context)
     best_path = _load_best(module, checkpoint_cb)
     predictions = _predict_splits(module, datamodule, caches)
     # Near zero when an earlier run's cache was reused: say so next to the total.
     extra_metrics = {"feature_cache_s": round(cache_seconds, 2)} if caches is not None else {}
+    if trainer.world_size > 1:
+        extra_metrics["world_size"] = trainer.world_size  # the processes fit ran on (DDP)
     result = finish_run(
         context, predictions, best_path, step=int(module.global_step), extra_metrics=extra_metrics
     )
     if context.logger is not None and context.run_id is not None and cfg.logger.log_model:
         _log_mlflow_model(module, datamodule, context.tracking_uri, context.run_id)
     return result
+
+
+def _launch_rank(trainer: TrainerConfig) -> int:
+    """This process's global rank (0 unless the run has several processes)."""
+    if world_size(trainer.devices, trainer.num_nodes) == 1:
+        return 0
+    return global_rank_from_env(trainer.devices)
 
 
 def _build_module(context: RunContext, spec: PreprocessSpec) -> FlowerClassifier:
@@ -232,6 +251,8 @@ def _make_trainer(context: RunContext) -> tuple[L.Trainer, ModelCheckpoint]:
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
+        num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy,
         precision=_precision(cfg.trainer),  # type: ignore[arg-type]
         max_epochs=cfg.trainer.max_epochs,
         logger=context.logger if context.logger is not None else False,
