@@ -120,6 +120,7 @@ def test_a_rerun_writes_only_missing_partitions(
     paths = _read(out).column("path").to_pylist()
     assert len(paths) == len(set(paths)) == 11
     assert json.loads((out / SUCCESS_FILE).read_text())["images"] == 11
+    assert not list(out.glob(".part-*")), "the killed writer's file was left behind"
 
 
 def test_another_job_in_the_same_output_is_refused_unless_overwritten(

@@ -131,6 +131,7 @@ class OutputDir:
                     f"{self.root} holds the output of another scoring job (different "
                     f"{', '.join(changed)}); pass another --output, or --overwrite to replace it"
                 )
+            self._remove_temporary_files()
             return
         if recorded is None and not overwrite and self._foreign_files():
             raise UsageError(
@@ -163,6 +164,11 @@ class OutputDir:
             )  # fmt: skip
             if path.is_file() and is_ours:
                 path.unlink()
+
+    def _remove_temporary_files(self) -> None:
+        """Half-written partitions of a killed run (the caller holds the job's lock)."""
+        for path in self.root.glob(".part-*.tmp"):
+            path.unlink(missing_ok=True)
 
     def finished(self, partition: Partition) -> PartitionResult | None:
         """The partition's result if its file is there, whole and of the right length."""
