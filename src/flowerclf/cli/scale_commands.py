@@ -97,8 +97,60 @@ def register_score(commands: argparse._SubParsersAction) -> None:  # type: ignor
     score.set_defaults(handler=_score, extra="score")
 
 
+def _index_build(args: argparse.Namespace) -> int:
+    from flowerclf.inference.similarity import ANN_THRESHOLD, AnnSettings
+    from flowerclf.scoring.gallery import build_gallery_index
+
+    settings = AnnSettings(
+        kind=args.kind, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
+        ef_search=args.ef_search, nlist=args.nlist, nprobe=args.nprobe,
+    )  # fmt: skip
+    meta = build_gallery_index(args.embeddings, args.out, settings)
+    if meta["count"] < ANN_THRESHOLD:
+        sys.stderr.write(
+            f"note: {meta['count']} rows is below the {ANN_THRESHOLD:,}-row threshold: "
+            "Classifier.similar and /v1/similar search this gallery exactly\n"
+        )
+    summary = {"out": str(args.out), **meta}
+    sys.stdout.write(json.dumps(summary, indent=None if args.json else 2) + "\n")
+    return 0
+
+
+def register_index(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from flowerclf.inference.similarity import ANN_THRESHOLD, KINDS, AnnSettings
+
+    defaults = AnnSettings()
+    index = commands.add_parser(
+        "index", help="similarity index over scored embeddings (FAISS)",
+        description="Build an approximate nearest-neighbour index (FAISS) for similarity "
+        f"search over any image collection. Galleries of {ANN_THRESHOLD:,} rows or more are "
+        "searched through it; smaller ones exactly.",
+    )  # fmt: skip
+    actions = index.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+    build = actions.add_parser(
+        "build",
+        help="index the embeddings of `flowerclf score --embeddings` output",
+        description="Read the parquet output of `flowerclf score --embeddings` (error rows "
+        "are skipped) and write DIR: embeddings.npz (the rows), ann.faiss (the index) and "
+        "index.json. Use it with `flowerclf serve --similar-index DIR` or "
+        "Classifier.load(..., similar_index=DIR).",
+    )  # fmt: skip
+    build.add_argument("--embeddings", required=True, help="parquet file or dataset directory")
+    build.add_argument("--out", required=True, help="index directory to write")
+    build.add_argument("--kind", choices=KINDS, default=defaults.kind,
+                       help="hnsw: graph, no training (default); ivf: inverted lists")  # fmt: skip
+    build.add_argument("--hnsw-m", type=int, default=defaults.hnsw_m)
+    build.add_argument("--ef-construction", type=int, default=defaults.ef_construction)
+    build.add_argument("--ef-search", type=int, default=defaults.ef_search)
+    build.add_argument("--nlist", type=int, default=None, help="ivf lists (4*sqrt(rows))")
+    build.add_argument("--nprobe", type=int, default=defaults.nprobe)
+    build.add_argument("--json", action="store_true", help="one-line JSON summary")
+    build.set_defaults(handler=_index_build, extra="index")
+
+
 def register(
     commands: argparse._SubParsersAction,  # type: ignore[type-arg]
     add_overrides: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     register_score(commands)
+    register_index(commands)
