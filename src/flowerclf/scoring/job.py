@@ -76,7 +76,7 @@ def run_score(
     # The schema needs the package (classes, open world) but no session: a probe scorer
     # would start ONNX Runtime in the parent, which the spawned workers do not need.
     package = load_package(options.model, verify=options.verify)
-    model = {"name": package.name, "version": package.version}
+    model = {"name": package.name, "version": package.version, "backend": options.backend}
     job = JobRecord.describe(paths, options.partition_size, _schema(package, settings), model)
     output.root.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(output.lock_path):

@@ -85,6 +85,7 @@ class JobRecord:
     partitions: int
     model_name: str
     model_version: str
+    backend: str
     columns: tuple[str, ...]
 
     @classmethod
@@ -101,6 +102,7 @@ class JobRecord:
             partitions=-(-len(paths) // partition_size),
             model_name=model["name"],
             model_version=model["version"],
+            backend=model["backend"],
             columns=tuple(schema.names),
         )
 
