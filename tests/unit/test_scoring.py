@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ from flowerclf.scoring.inputs import resolve_inputs
 from flowerclf.scoring.output import JOB_FILE, SUCCESS_FILE, partition_name
 from flowerclf.scoring.rows import CLASSES_KEY
 from tests.helpers.colour_package import CLASSES, solid, split
+from tests.helpers.extras import CLI_IN_PROCESS, declared
+from tests.helpers.server import subprocess_env
 
 CORRUPT = b"\xff\xd8\xff\xe0 not really a jpeg"
 
@@ -166,3 +170,27 @@ def test_cli_bad_input_is_one_line(
     captured = capsys.readouterr()
     assert captured.err.strip().splitlines()[-1].startswith("error: --input")
     assert json.loads(captured.out.strip().splitlines()[-1])["type"] == "UsageError"
+
+
+def test_the_extras_declare_the_engines() -> None:
+    assert "pyarrow" in declared("score")
+    assert {"pyarrow", "pyspark", "pandas"} <= set(declared("spark"))
+    assert {"faiss-cpu", "pyarrow"} <= set(declared("index"))
+    assert {"pyarrow", "pyspark", "faiss-cpu"} <= set(declared("all"))
+
+
+def test_score_imports_no_training_stack(
+    colour_package: Path, images: Path, tmp_path: Path
+) -> None:
+    """Scoring is runtime code: torch and the rest stay out even where they are installed
+    (pandas may appear: pyarrow imports it when it is there, and needs it not)."""
+    command = ["-q", "score", "--model", str(colour_package), "--input", str(images),
+               "--output", str(tmp_path / "s"), "--workers", "1", "--json"]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", CLI_IN_PROCESS, *command],
+        capture_output=True, text=True, env=subprocess_env(), check=True, timeout=120,
+    )  # fmt: skip
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["status"] == 0, result.stderr
+    assert json.loads(report["stdout"].strip().splitlines()[-1])["images"] == 11
+    assert set(report["heavy"]) <= {"pandas"}, report["heavy"]
