@@ -102,7 +102,6 @@ class AnnIndex:
     def __init__(self, index: Any, settings: AnnSettings) -> None:
         self.index = index
         self.settings = settings
-        self._apply_search_settings()
 
     @property
     def count(self) -> int:
@@ -135,22 +134,19 @@ class AnnIndex:
                  perf_counter() - started)  # fmt: skip
         return cls(index, settings)
 
-    def _apply_search_settings(self) -> None:
-        if self.settings.kind == "hnsw":
-            self.index.hnsw.efSearch = self.settings.ef_search
-        else:
-            self.index.nprobe = self.settings.nprobe
-
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, rows)``, each ``(Q, k)``, best first; a row of -1 (score -inf) where
-        the index found fewer than ``k`` neighbours."""
+        the index found fewer than ``k`` neighbours. Safe to call from several threads: the
+        search parameters travel with each call instead of being set on the index."""
         k = max(1, min(k, self.count))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.settings.kind == "hnsw" and self.settings.ef_search < k:
-            self.index.hnsw.efSearch = k  # HNSW returns at most efSearch results
-        scores, rows = self.index.search(queries, k)
-        self._apply_search_settings()
-        return scores, rows
+        return self.index.search(queries, k, params=self._search_parameters(k))
+
+    def _search_parameters(self, k: int) -> Any:
+        faiss = require_faiss()
+        if self.settings.kind == "hnsw":  # HNSW returns at most efSearch results
+            return faiss.SearchParametersHNSW(efSearch=max(self.settings.ef_search, k))
+        return faiss.SearchParametersIVF(nprobe=self.settings.nprobe)
 
     def save(self, path: Path) -> None:
         require_faiss().write_index(self.index, str(path))
