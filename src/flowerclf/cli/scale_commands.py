@@ -24,8 +24,7 @@ def _score(args: argparse.Namespace) -> int:
         partition_size=args.partition_size, threads=args.threads, embeddings=args.embeddings,
         overwrite=args.overwrite, verify=not args.no_verify, backend=args.backend,
     )  # fmt: skip
-    # The local engine reports partition by partition; Spark prints its own stage progress
-    # in the log and reports to the driver once, at the end.
+    # The local engine reports partition by partition; Spark reports once, at the end.
     quiet = args.quiet or args.engine == "spark"
     with tqdm(desc="score", unit="img", file=sys.stderr, disable=quiet) as bar:
         report = run_score(options, progress=lambda result: bar.update(result.rows))
