@@ -171,6 +171,15 @@ def test_v1_similar_searches_the_given_index(colour_package: Path, scored_index:
     assert all("thumbnail_url" not in n for n in body["neighbors"])  # not package images
 
 
+def test_an_index_of_another_model_is_refused(colour_package: Path, scored_index: Path) -> None:
+    meta = json.loads((scored_index / "index.json").read_text())
+    meta["source"]["model"]["version"] = "2"
+    (scored_index / "index.json").write_text(json.dumps(meta))
+    classifier = Classifier.load(colour_package, similar_index=scored_index)
+    with classifier, pytest.raises(PackageError, match="built from embeddings of colour-layout"):
+        classifier.similar(solid("red"))
+
+
 def test_a_directory_that_is_no_index_is_refused(colour_package: Path, tmp_path: Path) -> None:
     classifier = Classifier.load(colour_package, similar_index=tmp_path)
     with classifier, pytest.raises(PackageError, match="not a similarity index"):

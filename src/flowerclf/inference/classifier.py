@@ -33,6 +33,7 @@ from flowerclf.inference.similarity import (
     ITEMS_FILE,
     AnnIndex,
     attach_ann,
+    check_index_model,
     exact_search,
     index_meta,
 )
@@ -313,7 +314,7 @@ class Classifier:
         from :data:`~flowerclf.inference.similarity.ANN_THRESHOLD` rows, else exact."""
         if self._index is None:
             if self.similar_index is not None:
-                index_meta(self.similar_index)  # a clear error for a directory of another kind
+                check_index_model(index_meta(self.similar_index), self.package)
                 index = EmbeddingIndex.load(self.similar_index / ITEMS_FILE)
             else:
                 index = EmbeddingIndex.load(self.package.require("embeddings"))

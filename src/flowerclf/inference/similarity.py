@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from flowerclf.core.errors import MissingExtraError, PackageError, UsageError
+from flowerclf.core.package_format import ModelPackage
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,19 @@ def index_meta(path: Path) -> dict[str, Any]:
     if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
         raise PackageError(f"{meta_path} is not a {FORMAT_NAME} v{FORMAT_VERSION} description")
     return dict(meta)
+
+
+def check_index_model(meta: dict[str, Any], package: ModelPackage) -> None:
+    """Refuse an index whose embeddings another model (or model version) computed: its
+    vectors live in another space, so every neighbour would be meaningless."""
+    model = (meta.get("source") or {}).get("model") or {}
+    version = model.get("version")
+    if version is not None and (model.get("name"), version) != (package.name, package.version):
+        raise PackageError(
+            f"the similarity index was built from embeddings of {model.get('name')} version "
+            f"{version}, not of this package ({package.name} version {package.version}); "
+            "score the collection with this package and build the index again"
+        )
 
 
 def write_index_dir(
