@@ -18,7 +18,10 @@ from flowerclf.core.errors import MissingExtraError
 
 DISTRIBUTION = "flowerclf"
 # How the message names each extra ("needs the training extra").
-EXTRA_NAMES = {"train": "training", "export": "export", "serve": "serving", "ui": "UI"}
+EXTRA_NAMES = {
+    "train": "training", "export": "export", "serve": "serving", "ui": "UI", "score": "scoring",
+    "spark": "Spark", "index": "similarity index",
+}  # fmt: skip
 MAX_NAMED = 4  # missing distributions named in the message; the rest are counted
 
 # `name[extra,...] (specifier); marker`, as Requires-Dist writes it.

@@ -106,7 +106,7 @@ def expand_inputs(patterns: Iterable[str]) -> list[str]:
     return found
 
 
-def _resolve_model(model: str | None) -> str:
+def resolve_model(model: str | None) -> str:
     model = model or os.environ.get(MODEL_ENV)
     if not model:
         raise UsageError(
@@ -124,7 +124,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no images found in {' '.join(args.paths)}")
     single = len(args.paths) == 1 and len(paths) == 1 and not Path(args.paths[0]).is_dir()
     classifier = Classifier.load(
-        _resolve_model(args.model), backend=args.backend, batch_size=args.batch_size,
+        resolve_model(args.model), backend=args.backend, batch_size=args.batch_size,
         reject=not args.no_reject, reject_threshold=args.reject_threshold,
         reject_method=args.reject_method, verify=not args.no_verify, tta=args.tta,
     )  # fmt: skip
@@ -165,7 +165,7 @@ def default_runtimes() -> list[str]:
 def _benchmark(args: argparse.Namespace) -> int:
 
     report = run_benchmark(
-        _resolve_model(args.model),
+        resolve_model(args.model),
         images=args.images,
         num_images=args.num_images,
         batch_size=args.batch_size,

@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from flowerclf import __version__
-from flowerclf.cli import data_commands, inference_commands, serve_commands, train_commands
+from flowerclf.cli import (
+    data_commands,
+    inference_commands,
+    scale_commands,
+    serve_commands,
+    train_commands,
+)
 from flowerclf.cli.extras import check_extra, is_third_party, missing_extra_error
 from flowerclf.core.errors import EXIT_FAILURE, FlowerclfError
 
@@ -81,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_commands.register(commands, add_overrides)
     inference_commands.register(commands, add_overrides)
     serve_commands.register(commands, add_overrides)
+    scale_commands.register(commands, add_overrides)
 
     config = commands.add_parser("config", help="inspect the Hydra configuration")
     config.set_defaults(extra="train")  # Hydra, OmegaConf, pydantic

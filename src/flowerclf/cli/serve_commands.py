@@ -36,6 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
         "header_timeout_s": args.header_timeout, "docs": args.docs, "metrics": args.metrics,
         "reject": args.reject, "reject_threshold": args.reject_threshold,
         "verify_package": False if args.no_verify else None,
+        "similar_index": args.similar_index,
     }  # fmt: skip
     for name, value in flags.items():
         if value is not None:
@@ -197,6 +198,10 @@ def register(
         "--reject", type=_bool, metavar="BOOL", help="unknown-image rejection (default true)"
     )
     serve.add_argument("--reject-threshold", type=float, help="override the unknown threshold")
+    serve.add_argument(
+        "--similar-index", type=Path, metavar="DIR",
+        help="search this index (flowerclf index build) in /v1/similar, not the training images",
+    )  # fmt: skip
     serve.add_argument("--max-body-bytes", type=int, help="request size limit (default 20 MiB)")
     serve.add_argument("--max-batch-files", type=int, help="images per batch request (32)")
     serve.add_argument(

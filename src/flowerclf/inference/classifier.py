@@ -29,6 +29,14 @@ from flowerclf.core.package_format import ModelPackage, load_package
 from flowerclf.core.preprocess import preprocess_eval
 from flowerclf.inference.backends import BACKENDS, Backend, create_backend
 from flowerclf.inference.inputs import ImageInput, is_single_input, to_rgb
+from flowerclf.inference.similarity import (
+    ITEMS_FILE,
+    AnnIndex,
+    attach_ann,
+    check_index_model,
+    exact_search,
+    index_meta,
+)
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -109,13 +117,16 @@ class Neighbor:
 
 @dataclass
 class EmbeddingIndex:
-    """The package's saved training-image embeddings (L2-normalised rows)."""
+    """The gallery's embeddings (L2-normalised rows): the package's training images, or a
+    collection indexed by ``flowerclf index build``. Searched exactly, or through ``ann``
+    (a FAISS index, :mod:`flowerclf.inference.similarity`) for large galleries."""
 
     embeddings: np.ndarray
     ids: np.ndarray
     labels: np.ndarray
     paths: np.ndarray
     classes: list[str] = field(default_factory=list)
+    ann: AnnIndex | None = None
 
     @classmethod
     def load(cls, path: Path) -> EmbeddingIndex:
@@ -129,18 +140,16 @@ class EmbeddingIndex:
             )
 
     def search(self, queries: np.ndarray, k: int) -> list[list[Neighbor]]:
-        k = max(1, min(k, len(self.ids)))
-        scores = queries @ self.embeddings.T
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        results = []
-        for row, candidates in zip(scores, top, strict=True):
-            ordered = candidates[np.argsort(-row[candidates], kind="stable")]
-            results.append([
-                Neighbor(int(self.ids[i]), str(self.paths[i]), self.classes[int(self.labels[i])],
-                         round(float(row[i]), 6))
-                for i in ordered
-            ])  # fmt: skip
-        return results
+        if self.ann is not None:
+            scores, rows = self.ann.search(queries, k)
+        else:
+            scores, rows = exact_search(self.embeddings, queries, k)
+        return [
+            [Neighbor(int(self.ids[i]), str(self.paths[i]), self.classes[int(self.labels[i])],
+                      round(float(score), 6))
+             for i, score in zip(found, row_scores, strict=True) if i >= 0]
+            for found, row_scores in zip(rows, scores, strict=True)
+        ]  # fmt: skip
 
 
 class Classifier:
@@ -161,6 +170,8 @@ class Classifier:
         tta: test-time augmentation by default: every image is also run mirrored and the
             two views averaged (about twice the compute; see ``flowerclf evaluate
             --tta`` for what it buys). Each call can override it with ``tta=``.
+        similar_index: a directory written by ``flowerclf index build``: :meth:`similar`
+            searches that collection instead of the package's training images.
     """
 
     def __init__(
@@ -174,6 +185,7 @@ class Classifier:
         reject_threshold: float | None = None,
         reject_method: str | None = None,
         tta: bool = False,
+        similar_index: str | Path | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise UsageError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -190,6 +202,7 @@ class Classifier:
             method=reject_method,
         )  # fmt: skip
         self._index: EmbeddingIndex | None = None
+        self.similar_index = Path(similar_index) if similar_index is not None else None
         # Decoding and resizing release the GIL: two threads keep the runtime fed.
         self._decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowerclf-decode")
 
@@ -338,8 +351,16 @@ class Classifier:
 
     @property
     def index(self) -> EmbeddingIndex:
+        """The gallery :meth:`similar` searches (loaded on first use); approximate (FAISS)
+        from :data:`~flowerclf.inference.similarity.ANN_THRESHOLD` rows, else exact."""
         if self._index is None:
-            self._index = EmbeddingIndex.load(self.package.require("embeddings"))
+            if self.similar_index is not None:
+                check_index_model(index_meta(self.similar_index), self.package)
+                index = EmbeddingIndex.load(self.similar_index / ITEMS_FILE)
+            else:
+                index = EmbeddingIndex.load(self.package.require("embeddings"))
+            attach_ann(index, self.similar_index)
+            self._index = index
         return self._index
 
     def to_prediction(

@@ -19,6 +19,7 @@ from PIL import Image
 from flowerclf.core.errors import PackageError, UsageError
 from flowerclf.core.hardware import physical_cores
 from flowerclf.inference.classifier import Classifier, average_views, with_mirrors
+from flowerclf.inference.similarity import ITEMS_FILE
 from flowerclf.serving.batching import MicroBatcher
 from flowerclf.serving.errors import ApiError
 from flowerclf.serving.images import decode_upload
@@ -83,6 +84,8 @@ class PackageClassifier:
 
     def load_index(self) -> bool:
         path = self._clf.package.file("embeddings")
+        if self._clf.similar_index is not None:
+            path = self._clf.similar_index / ITEMS_FILE
         if path is None:
             return False
         try:
@@ -99,6 +102,8 @@ class PackageClassifier:
         return True
 
     def gallery_dir(self) -> Path | None:
+        if self._clf.similar_index is not None:  # ids are that collection's, not the gallery's
+            return None
         path = self._clf.package.file("gallery")
         return path if path is not None and path.is_dir() else None
 
@@ -125,6 +130,7 @@ def load_classifier(settings: ServeSettings) -> ClassifierLike:
         max_pixels=settings.max_pixels,
         reject=settings.reject,
         reject_threshold=settings.reject_threshold,
+        similar_index=settings.similar_index,
     )
     return PackageClassifier(classifier)
 

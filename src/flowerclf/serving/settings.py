@@ -20,6 +20,11 @@ class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     model: Path | None = Field(None, description="model package directory (flowerclf export)")
+    similar_index: Path | None = Field(
+        None,
+        description="similarity index directory (flowerclf index build) that /v1/similar "
+        "searches instead of the package's training images",
+    )
     verify_package: bool = Field(
         True, description="check the package's files against their sha256 at load (false: dev)"
     )
