@@ -14,7 +14,7 @@ from typing import Any
 
 from flowerclf.core.errors import UsageError
 from flowerclf.core.imaging import list_images
-from flowerclf.inference.backends import BACKENDS
+from flowerclf.inference.backends import BACKENDS, DEFAULT_BACKEND
 from flowerclf.inference.benchmark import format_report, load_targets, run_benchmark
 from flowerclf.inference.classifier import Classifier, Prediction
 
@@ -233,7 +233,10 @@ def register(
     )
     predict.add_argument("paths", nargs="+", help="image files, directories or globs")
     predict.add_argument("--model", help=f"model package directory (default ${MODEL_ENV})")
-    predict.add_argument("--backend", choices=BACKENDS, default="onnx")
+    predict.add_argument(
+        "--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+        help="runtime (default auto: the fastest here that passes the package's checks)",
+    )  # fmt: skip
     predict.add_argument("--top-k", type=int, default=None, help="add the K best classes")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--no-reject", action="store_true",

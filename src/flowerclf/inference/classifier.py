@@ -1,7 +1,8 @@
 """``Classifier``: load a model package, predict, embed, find similar training images.
 
 >>> from flowerclf import Classifier
->>> clf = Classifier.load("models/tf_flowers")            # ONNX Runtime by default
+>>> clf = Classifier.load("models/tf_flowers")            # the fastest runtime here
+>>> clf.backend_name                                        # e.g. 'openvino'
 >>> clf.predict("rose.jpg").to_dict()
 {'predicted_class': 'roses', 'confidence': 0.97, 'all_predictions': {...},
  'is_known': True, 'unknown_score': 0.21}
@@ -27,7 +28,8 @@ from flowerclf.core.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError
 from flowerclf.core.open_set import UNKNOWN_MESSAGE, OpenWorld, load_open_world
 from flowerclf.core.package_format import ModelPackage, load_package
 from flowerclf.core.preprocess import preprocess_eval
-from flowerclf.inference.backends import BACKENDS, Backend, create_backend
+from flowerclf.inference.auto import AutoBackend, AutoChoice
+from flowerclf.inference.backends import BACKENDS, DEFAULT_BACKEND, Backend, create_backend
 from flowerclf.inference.inputs import ImageInput, is_single_input, to_rgb
 
 DEFAULT_BATCH_SIZE = 32
@@ -124,8 +126,11 @@ class Classifier:
 
     Args:
         package: the loaded package (use :meth:`load`).
-        backend: ``onnx`` (default, ONNX Runtime fp32), ``onnx_int8``, ``torch`` or
-            ``tensorrt``.
+        backend: ``auto`` (default: the fastest runtime on this machine that passes the
+            package's checks, measured once and cached, see :mod:`flowerclf.inference.auto`),
+            ``onnx`` (ONNX Runtime fp32), ``onnx_int8``, ``openvino`` (fp32),
+            ``openvino_int8``, ``torch`` or ``tensorrt``. :attr:`backend_name` says which
+            runtime runs.
         batch_size: images per forward pass when predicting lists.
         threads: inference threads (default: physical cores).
         max_pixels: decompression-bomb guard for every input.
@@ -139,7 +144,7 @@ class Classifier:
     def __init__(
         self,
         package: ModelPackage,
-        backend: str = "onnx",
+        backend: str = DEFAULT_BACKEND,
         batch_size: int = DEFAULT_BATCH_SIZE,
         threads: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -152,10 +157,12 @@ class Classifier:
         self.package = package
         self.classes = package.classes
         self.spec = package.spec
-        self.backend_name = backend
         self.batch_size = max(1, batch_size)
         self.max_pixels = max_pixels
         self._backend: Backend = create_backend(package, backend, threads)
+        self.requested_backend = backend
+        # The runtime that runs (for auto: what it picked, e.g. "openvino").
+        self.backend_name: str = self._backend.name
         self.open_world: OpenWorld = load_open_world(
             package.descriptor, package.root, reject=reject, threshold=reject_threshold,
             method=reject_method,
@@ -164,9 +171,14 @@ class Classifier:
         # Decoding and resizing release the GIL: two threads keep the runtime fed.
         self._decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowerclf-decode")
 
+    @property
+    def auto_choice(self) -> AutoChoice | None:
+        """What ``backend="auto"`` picked and measured (None for a named backend)."""
+        return self._backend.choice if isinstance(self._backend, AutoBackend) else None
+
     @classmethod
     def load(
-        cls, path: str | Path, backend: str = "onnx", verify: bool = True, **kwargs: Any
+        cls, path: str | Path, backend: str = DEFAULT_BACKEND, verify: bool = True, **kwargs: Any
     ) -> Classifier:
         """Load the package in directory ``path`` (see ``flowerclf export``).
 

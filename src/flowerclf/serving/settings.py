@@ -23,7 +23,11 @@ class ServeSettings(BaseSettings):
     verify_package: bool = Field(
         True, description="check the package's files against their sha256 at load (false: dev)"
     )
-    backend: str = Field("onnx", description="onnx | onnx_int8 | torch | tensorrt")
+    backend: str = Field(
+        "auto",
+        description="auto (fastest here, measured once) | onnx | onnx_int8 | openvino | "
+        "openvino_int8 | torch | tensorrt",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
