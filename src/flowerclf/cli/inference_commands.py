@@ -22,6 +22,7 @@ MODEL_ENV = "FLOWERCLF_MODEL"
 NO_VERIFY_HELP = "skip checking the package files' sha256 (development only)"
 PROGRESS_THRESHOLD = 64  # images; below this a bar is noise
 ONNX_RUNTIMES = ("onnx_fp32", "onnx_int8")
+OPENVINO_RUNTIMES = ("openvino_fp32", "openvino_int8")
 # The eager PyTorch runtime needs the training extra (torch and timm).
 TORCH_RUNTIME_MODULES = ("torch", "timm")
 
@@ -152,14 +153,23 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def default_runtimes() -> list[str]:
-    """Every runtime this install can run: PyTorch only where the training extra is."""
+    """Every runtime this install can run (PyTorch only where the training extra is,
+    OpenVINO where its extra is), then ``auto``."""
+    runtimes = list(ONNX_RUNTIMES)
     if all(importlib.util.find_spec(module) for module in TORCH_RUNTIME_MODULES):
-        return ["torch", *ONNX_RUNTIMES]
-    sys.stderr.write(
-        "benchmark: ONNX Runtime only; PyTorch is not installed (pip install 'flowerclf[train]' "
-        "adds the torch runtime)\n"
-    )
-    return list(ONNX_RUNTIMES)
+        runtimes.insert(0, "torch")
+    else:
+        sys.stderr.write(
+            "benchmark: PyTorch is not installed (pip install 'flowerclf[train]' adds the "
+            "torch runtime)\n"
+        )
+    if importlib.util.find_spec("openvino"):
+        runtimes += OPENVINO_RUNTIMES
+    else:
+        sys.stderr.write(
+            "benchmark: OpenVINO is not installed (pip install 'flowerclf[openvino]' adds it)\n"
+        )
+    return [*runtimes, "auto"]
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -250,11 +260,14 @@ def register(
 
     bench = commands.add_parser(
         "benchmark",
-        help="PyTorch vs ONNX Runtime fp32 vs int8: latency, throughput, memory",
+        help="PyTorch vs ONNX Runtime vs OpenVINO (fp32, int8) vs auto: latency, throughput, "
+        "memory, share of the machine's limit",
         description=(
             "Measure, in one run and on the same images, each runtime in its own process: "
             "p50/p95 latency at batch 1, throughput at --batch-size, peak resident memory; "
-            "plus end-to-end throughput (decode + preprocess + ONNX fp32) and the ratios."
+            "plus end-to-end throughput (decode + preprocess + the auto backend), the "
+            "machine's fp32 limit (matmul GFLOP/s over the model's GFLOP per image), the CPU "
+            "features and the ratios."
         ),
     )
     bench.add_argument("--model", help=f"model package directory (default ${MODEL_ENV})")
@@ -268,7 +281,8 @@ def register(
     bench.add_argument("--latency-runs", type=int, default=100)
     bench.add_argument(
         "--runtimes",
-        help="comma-separated, from torch,onnx_fp32,onnx_int8 (default: all that are installed)",
+        help="comma-separated, from torch,onnx_fp32,onnx_int8,openvino_fp32,openvino_int8,auto "
+        "(default: all that are installed)",
     )
     bench.add_argument("--threads", type=int, default=None, help="default: physical cores")
     bench.add_argument(
