@@ -64,6 +64,7 @@ def _export(args: argparse.Namespace) -> int:
 
     options = ExportOptions(
         int8=args.int8,
+        openvino_int8=args.openvino_int8,
         tensorrt=args.tensorrt,
         triton=not args.no_triton,
         mlflow=not args.no_mlflow,
@@ -215,6 +216,10 @@ def register(
     export.add_argument(
         "--int8", choices=["static", "dynamic", "none"], default="static",
         help="int8 ONNX quantisation (default: static, calibrated on training images)",
+    )  # fmt: skip
+    export.add_argument(
+        "--openvino-int8", choices=["auto", "on", "off"], default="auto",
+        help="OpenVINO int8 model by NNCF (default auto: where openvino and nncf are installed)",
     )  # fmt: skip
     export.add_argument(
         "--tensorrt", choices=["auto", "fp32", "fp16", "off"], default="auto",
