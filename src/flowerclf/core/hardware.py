@@ -58,3 +58,14 @@ def cpu_features(cpuinfo: str | None = None) -> dict[str, bool]:
     """Which of :data:`CPU_FEATURE_FLAGS` this CPU has (all False where flags are unknown)."""
     flags = cpu_flags(cpuinfo)
     return {name: any(f in flags for f in wanted) for name, wanted in CPU_FEATURE_FLAGS.items()}
+
+
+# Decoding threads beyond this buy nothing on the machines flowerclf runs on, and each holds
+# a decoded image.
+MAX_DECODE_THREADS = 8
+
+
+def decode_threads() -> int:
+    """Threads that decode and preprocess images of a batch: one per CPU, at most
+    :data:`MAX_DECODE_THREADS` (Pillow's decoders and resizes release the GIL)."""
+    return max(1, min(os.cpu_count() or 1, MAX_DECODE_THREADS))

@@ -14,8 +14,9 @@ export); ``is_known`` is False for images unlike every training class (see
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, overload
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from flowerclf.core.errors import UsageError
+from flowerclf.core.hardware import decode_threads
 from flowerclf.core.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError
 from flowerclf.core.open_set import UNKNOWN_MESSAGE, OpenWorld, load_open_world
 from flowerclf.core.package_format import ModelPackage, load_package
@@ -168,8 +170,10 @@ class Classifier:
             method=reject_method,
         )  # fmt: skip
         self._index: EmbeddingIndex | None = None
-        # Decoding and resizing release the GIL: two threads keep the runtime fed.
-        self._decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowerclf-decode")
+        # Decoding and resizing release the GIL: one thread per CPU keeps the runtime fed.
+        self._decode_pool = ThreadPoolExecutor(
+            max_workers=decode_threads(), thread_name_prefix="flowerclf-decode"
+        )
 
     @property
     def auto_choice(self) -> AutoChoice | None:
@@ -206,10 +210,31 @@ class Classifier:
         image = to_rgb(x, max_pixels=self.max_pixels, target_short_side=self.spec.resize_size)
         return preprocess_eval(image, self.spec)
 
-    def _batches(self, items: Sequence[ImageInput]) -> Iterator[np.ndarray]:
+    def preprocess_batches(
+        self, items: Sequence[ImageInput]
+    ) -> Iterator[list[np.ndarray | ImageDecodeError]]:
+        """``items`` preprocessed in the decode pool, ``batch_size`` at a time, in order; an
+        unreadable item gives its :class:`ImageDecodeError` in its place.
+
+        The next batch is already decoding while the caller runs the model on this one, so
+        decoding and inference overlap; at most two batches are held at once. For commands
+        that score folders of images (``predict``, ``score``).
+        """
+        pending: deque[list[Future[np.ndarray | ImageDecodeError]]] = deque()
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
-            yield np.stack(list(self._decode_pool.map(self.preprocess, chunk)))
+            pending.append([self._decode_pool.submit(self._try_preprocess, x) for x in chunk])
+            if len(pending) > 1:
+                yield [future.result() for future in pending.popleft()]
+        while pending:
+            yield [future.result() for future in pending.popleft()]
+
+    def _batches(self, items: Sequence[ImageInput]) -> Iterator[np.ndarray]:
+        for arrays in self.preprocess_batches(items):
+            for array in arrays:
+                if isinstance(array, ImageDecodeError):
+                    raise array
+            yield np.stack(arrays)  # type: ignore[arg-type]
 
     def run_arrays(self, batch: np.ndarray) -> ModelOutputs:
         """Preprocessed ``(N, 3, S, S)`` -> calibrated probabilities, embeddings, unknown
@@ -264,12 +289,11 @@ class Classifier:
     ) -> list[Prediction | ImageDecodeError]:
         """Classify a list, one result per item: a bad item gives its error, not an exception.
 
-        Items are decoded in parallel and run in batches of ``batch_size``.
+        Items are decoded in parallel (the next batch while the model runs this one) and run
+        in batches of ``batch_size``.
         """
         results: list[Prediction | ImageDecodeError] = []
-        for start in range(0, len(items), self.batch_size):
-            chunk = items[start : start + self.batch_size]
-            arrays = list(self._decode_pool.map(self._try_preprocess, chunk))
+        for arrays in self.preprocess_batches(items):
             good = [a for a in arrays if isinstance(a, np.ndarray)]
             outputs = self.run_arrays(np.stack(good)) if good else None
             row = 0

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flowerclf.core.hardware import decode_threads as cpu_decode_threads
 from flowerclf.core.imaging import DEFAULT_MAX_PIXELS
 from flowerclf.serving import ENV_PREFIX
 
@@ -51,7 +52,10 @@ class ServeSettings(BaseSettings):
     micro_batch_wait_ms: float = Field(
         2.0, ge=0.0, le=1000.0, description="longest a request waits for others to join"
     )
-    decode_threads: int = Field(2, ge=1, le=64, description="threads decoding uploads")
+    decode_threads: int = Field(
+        default_factory=cpu_decode_threads, ge=1, le=64,
+        description="threads decoding uploads (default: one per CPU, at most 8)",
+    )  # fmt: skip
     large_image_pixels: int = Field(
         12_000_000,
         ge=1,
