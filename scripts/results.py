@@ -29,13 +29,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmark_table import table as benchmark_markdown  # scripts/ is on sys.path
+from benchmark_table import speed_summary  # scripts/ is on sys.path
+from benchmark_table import table as benchmark_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results"
 README = REPO / "README.md"
 RESULTS_PAGE = REPO / "docs" / "results.md"
 README_START, README_END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
+# The README's speed section (issue 16), rendered from results/benchmark.json when the README
+# has these markers.
+SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 COMMON = ["logger.experiment_name=flowerclf-results", "logger.log_model=false"]
 
 ROWS: dict[str, list[str]] = {
@@ -370,20 +374,30 @@ def results_page(repo: Path = REPO) -> str:
     return "\n".join(sections)
 
 
-def readme_text(readme: str, results: dict[str, dict[str, Any]]) -> str:
-    """``readme`` with the summary table between its markers replaced."""
+def _between(text: str, start: str, end: str, body: str) -> str:
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def readme_text(readme: str, results: dict[str, dict[str, Any]], repo: Path | None = None) -> str:
+    """``readme`` with the summary table between its markers replaced, and its speed
+    section too where it has one and ``repo`` has a stored benchmark."""
     if README_START not in readme or README_END not in readme:
         raise SystemExit(f"README.md lacks the markers {README_START} ... {README_END}")
-    head, rest = readme.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    return f"{head}{README_START}\n{summary_table(results)}\n{README_END}{tail}"
+    text = _between(readme, README_START, README_END, summary_table(results))
+    benchmark = _json(repo / "results" / "benchmark.json") if repo else None
+    if benchmark is not None and SPEED_START in text and SPEED_END in text:
+        trunk_cache = _json(repo / "results" / "trunk_cache.json")  # type: ignore[operator]
+        text = _between(text, SPEED_START, SPEED_END, speed_summary(benchmark, trunk_cache))
+    return text
 
 
 def outputs(repo: Path = REPO) -> dict[Path, str]:
     """Each generated file and the text it should have."""
     readme = repo / "README.md"
     return {
-        readme: readme_text(readme.read_text(), load_results(repo)),
+        readme: readme_text(readme.read_text(), load_results(repo), repo),
         repo / "docs" / "results.md": results_page(repo),
     }
 

@@ -47,6 +47,9 @@ RUNTIME_BACKENDS = {
     "openvino_int8": "openvino_int8",
     "auto": "auto",
 }
+# What the report copies from the export's int8 checks (accuracy measured on the test split).
+INT8_ACCURACY_KEYS = ("split", "num_images", "fp32_accuracy", "int8_accuracy",
+                      "accuracy_drop_points")  # fmt: skip
 # Runtimes whose model is a separate package file: skipped when the package has none.
 PACKAGE_FILES = {"onnx_int8": "onnx_int8", "openvino_int8": "openvino_int8"}
 MIN_SECONDS = 3.0  # per throughput measurement: long enough to average out jitter
@@ -241,18 +244,10 @@ def run_benchmark(
     report["limit"] = _in_child(_measure_limit, model, verify)
     _add_limit_fractions(report)
     report["ratios"] = _ratios(report)
-    int8_check = package.descriptor.get("checks", {}).get("int8")
-    if int8_check:
-        report["int8_accuracy"] = {
-            k: int8_check[k]
-            for k in (
-                "split",
-                "num_images",
-                "fp32_accuracy",
-                "int8_accuracy",
-                "accuracy_drop_points",
-            )
-        }
+    checks = package.descriptor.get("checks", {})
+    for check, key in (("int8", "int8_accuracy"), ("openvino_int8", "openvino_int8_accuracy")):
+        if checks.get(check, {}).get("accuracy_drop_points") is not None:
+            report[key] = {k: checks[check][k] for k in INT8_ACCURACY_KEYS}
     report["targets"] = judge_targets(report, targets or {})
     return report
 
