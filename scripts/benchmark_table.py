@@ -23,7 +23,8 @@ RESULTS_FILE = REPO / "results" / "benchmark.json"
 # Optional: the trunk-cache build time before/after (scripts/trunk_cache_speed.py).
 TRUNK_CACHE_FILE = REPO / "results" / "trunk_cache.json"
 # Runtimes in the order the tables list them.
-RUNTIMES = ("torch", "onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_int8", "auto")
+RUNTIMES = ("torch", "onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_int8",
+            "openvino_bf16", "auto")  # fmt: skip
 # The issue 16 targets the README speed section states: figure, goal, what it means.
 SPEED_TARGETS = (
     ("auto_vs_onnx_fp32", 1.15, "auto throughput at batch 32 / ONNX Runtime fp32's"),
@@ -166,27 +167,32 @@ def _int8_line(report: dict) -> str:
     ratios = report.get("ratios", {})
     vnni = (report.get("cpu_features") or {}).get("vnni")
     parts = []
-    for runtime, ratio in (("ONNX Runtime", "onnx_int8_vs_fp32"),
-                           ("OpenVINO", "openvino_int8_vs_fp32")):  # fmt: skip
-        if ratios.get(ratio) is not None:
-            parts.append(f"{runtime} int8 {ratios[ratio]}x its fp32")
-    for key, runtime in (("int8_accuracy", "ONNX Runtime"),
-                         ("openvino_int8_accuracy", "OpenVINO")):  # fmt: skip
+    for runtime, ratio, key in (
+        ("ONNX Runtime int8", "onnx_int8_vs_fp32", "int8_accuracy"),
+        ("OpenVINO int8", "openvino_int8_vs_fp32", "openvino_int8_accuracy"),
+        ("OpenVINO bf16", "openvino_bf16_vs_fp32", "openvino_bf16_accuracy"),
+    ):
         accuracy = report.get(key)
+        if ratios.get(ratio) is None and not accuracy:
+            continue
+        part = f"{runtime} {ratios.get(ratio)}x its fp32"
         if accuracy:
-            parts.append(
-                f"{runtime} int8 loses {accuracy['accuracy_drop_points']} points on the "
+            part += (
+                f", {accuracy['accuracy_drop_points']} points lost on the "
                 f"{accuracy['num_images']} {accuracy['split']} images"
             )
+        parts.append(part)
     auto = report.get("auto") or {}
     if "backend" not in auto:
         chosen = "auto not measured"
     else:
-        chosen = "chosen by auto" if "int8" in auto["backend"] else "not chosen by auto"
+        reduced = "int8" in auto["backend"] or "bf16" in auto["backend"]
+        chosen = "chosen by auto" if reduced else "not chosen by auto"
     why = "" if vnni or vnni is None else " (no VNNI/AMX: int8 dot products gain little)"
     measured = "; ".join(parts) if parts else "no int8 measurement"
     return (
-        f"- int8 (goal: >= 1.30x fp32 of the same runtime, <= 1 point lost): {measured}; "
+        f"- int8 and bf16 (goal: >= 1.30x fp32 of the same runtime, <= 1 point lost): "
+        f"{measured}; "
         f"{chosen}{why}."
     )
 

@@ -27,7 +27,7 @@ from tests.helpers.packages import TrainedPackage
 pytestmark = pytest.mark.slow
 
 # Every optional part off: the package is weights, ONNX, embeddings, config and metrics.
-MINIMAL = {"int8": "none", "openvino_int8": "off", "tensorrt": "off", "triton": False,
+MINIMAL = {"int8": "none", "openvino": "off", "tensorrt": "off", "triton": False,
            "mlflow": False, "gallery": False}  # fmt: skip
 
 

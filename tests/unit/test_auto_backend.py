@@ -108,11 +108,30 @@ def test_int8_outside_its_accuracy_budget_is_never_a_candidate(
     descriptor["checks"] = {"int8": {"accuracy_drop_points": 1.09}}
     descriptor_path.write_text(json.dumps(descriptor))
     package = load_package(package_dir, verify=False)
-    assert "1.09" in (auto.int8_budget_reason(package, "onnx_int8") or "")
+    assert "1.09" in (auto.budget_reason(package, "onnx_int8") or "")
     descriptor["checks"]["int8"]["accuracy_drop_points"] = 0.5
     descriptor_path.write_text(json.dumps(descriptor))
-    assert auto.int8_budget_reason(load_package(package_dir, verify=False), "onnx_int8") is None
-    assert "no such model" in (auto.int8_budget_reason(package, "openvino_int8") or "")
+    assert auto.budget_reason(load_package(package_dir, verify=False), "onnx_int8") is None
+    assert "no such model" in (auto.budget_reason(package, "openvino_int8") or "")
+
+
+def test_bf16_needs_its_measured_accuracy_and_a_cpu_with_bf16_units(
+    colour_package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package_dir = tmp_path / "package"
+    shutil.copytree(colour_package, package_dir)
+    descriptor_path = package_dir / DESCRIPTOR_FILE
+    descriptor = json.loads(descriptor_path.read_text())
+    with_bf16 = {"avx2": True, "avx512": True, "vnni": True, "bf16": True, "amx": False}
+    monkeypatch.setattr(auto, "cpu_features", lambda: with_bf16)
+    package = load_package(package_dir, verify=False)
+    assert "no accuracy measured" in (auto.budget_reason(package, "openvino_bf16") or "")
+    descriptor["checks"] = {"openvino_bf16": {"accuracy_drop_points": 0.0}}
+    descriptor_path.write_text(json.dumps(descriptor))
+    package = load_package(package_dir, verify=False)
+    assert auto.budget_reason(package, "openvino_bf16") is None
+    monkeypatch.setattr(auto, "cpu_features", lambda: with_bf16 | {"bf16": False})
+    assert "no bf16 units" in (auto.budget_reason(package, "openvino_bf16") or "")
 
 
 def test_cpu_features_from_cpuinfo_flags() -> None:

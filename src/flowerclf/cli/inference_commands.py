@@ -22,7 +22,7 @@ MODEL_ENV = "FLOWERCLF_MODEL"
 NO_VERIFY_HELP = "skip checking the package files' sha256 (development only)"
 PROGRESS_THRESHOLD = 64  # images; below this a bar is noise
 ONNX_RUNTIMES = ("onnx_fp32", "onnx_int8")
-OPENVINO_RUNTIMES = ("openvino_fp32", "openvino_int8")
+OPENVINO_RUNTIMES = ("openvino_fp32", "openvino_int8", "openvino_bf16")
 # The eager PyTorch runtime needs the training extra (torch and timm).
 TORCH_RUNTIME_MODULES = ("torch", "timm")
 
@@ -64,7 +64,7 @@ def _export(args: argparse.Namespace) -> int:
 
     options = ExportOptions(
         int8=args.int8,
-        openvino_int8=args.openvino_int8,
+        openvino=args.openvino,
         tensorrt=args.tensorrt,
         triton=not args.no_triton,
         mlflow=not args.no_mlflow,
@@ -218,8 +218,9 @@ def register(
         help="int8 ONNX quantisation (default: static, calibrated on training images)",
     )  # fmt: skip
     export.add_argument(
-        "--openvino-int8", choices=["auto", "on", "off"], default="auto",
-        help="OpenVINO int8 model by NNCF (default auto: where openvino and nncf are installed)",
+        "--openvino", choices=["auto", "on", "off"], default="auto",
+        help="OpenVINO int8 model (NNCF) and bf16 accuracy check (default auto: where openvino "
+        "and nncf are installed)",
     )  # fmt: skip
     export.add_argument(
         "--tensorrt", choices=["auto", "fp32", "fp16", "off"], default="auto",
@@ -286,8 +287,8 @@ def register(
     bench.add_argument("--latency-runs", type=int, default=100)
     bench.add_argument(
         "--runtimes",
-        help="comma-separated, from torch,onnx_fp32,onnx_int8,openvino_fp32,openvino_int8,auto "
-        "(default: all that are installed)",
+        help="comma-separated, from torch,onnx_fp32,onnx_int8,openvino_fp32,openvino_int8,"
+        "openvino_bf16,auto (default: all that are installed)",
     )
     bench.add_argument("--threads", type=int, default=None, help="default: physical cores")
     bench.add_argument(

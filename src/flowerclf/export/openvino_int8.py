@@ -1,11 +1,13 @@
-"""An OpenVINO int8 model, quantised by NNCF post-training quantisation.
+"""An OpenVINO int8 model, quantised by NNCF post-training quantisation; and how much
+accuracy OpenVINO's bf16 mode costs.
 
 NNCF calibrates activation ranges on training images (the same ones as the ONNX int8
 model) and writes an OpenVINO IR (``.xml`` graph + ``.bin`` weights). int8 pays only on
 CPUs with int8 dot-product units (VNNI, AMX); ``backend="auto"`` measures it on each
 machine, and chooses it only when it is faster there and the accuracy this step measures
 on the evaluation split stays within the budget
-(:data:`flowerclf.inference.auto.ACCURACY_BUDGET_POINTS`).
+(:data:`flowerclf.inference.auto.ACCURACY_BUDGET_POINTS`). The same comparison measures
+the fp32 model computed in bfloat16 (``backend="openvino_bf16"``), on CPUs with bf16 units.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from flowerclf.inference.openvino_backend import compile_config
 
 RUN_BATCH = 32
 METHOD = "nncf"
+BF16_METHOD = "bf16 inference precision"
 
 
 def openvino_int8_unavailable() -> str | None:
@@ -57,10 +60,10 @@ def quantize_openvino_int8(fp32_onnx: Path, out_xml: Path, calibration: np.ndarr
     return out_xml
 
 
-def _runner(model_path: Path) -> Any:
+def _runner(model_path: Path, precision: str = "f32") -> Any:
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(model_path), "CPU", compile_config(None))
+    compiled = ov.Core().compile_model(str(model_path), "CPU", compile_config(None, precision))
     request = compiled.create_infer_request()
 
     def run(images: np.ndarray) -> np.ndarray:
@@ -73,15 +76,19 @@ def _runner(model_path: Path) -> Any:
     return run
 
 
-def compare_openvino_int8(
+def compare_openvino(
     fp32_onnx: Path,
-    int8_xml: Path,
     image_chunks: Iterable[np.ndarray],
     labels: np.ndarray,
-    calibration_images: int,
+    *,
+    int8_xml: Path | None = None,
+    calibration_images: int = 0,
 ) -> Int8Report:
-    """OpenVINO fp32 vs int8: accuracy, top-1 agreement, throughput on the same images."""
-    fp32, int8 = _runner(fp32_onnx), _runner(int8_xml)
+    """OpenVINO fp32 vs a reduced precision on the same images: accuracy, top-1 agreement,
+    throughput. The int8 model ``int8_xml``, or (None) ``fp32_onnx`` computed in bf16; the
+    report's ``int8_*`` fields hold the reduced precision's figures either way."""
+    fp32 = _runner(fp32_onnx)
+    int8 = _runner(int8_xml) if int8_xml is not None else _runner(fp32_onnx, "bf16")
     predictions: dict[str, list[np.ndarray]] = {"fp32": [], "int8": []}
     seconds = {"fp32": 0.0, "int8": 0.0}
     for position, images in enumerate(image_chunks):
@@ -100,7 +107,7 @@ def compare_openvino_int8(
     fp32_ips = len(labels) / max(seconds["fp32"], 1e-9)
     int8_ips = len(labels) / max(seconds["int8"], 1e-9)
     return Int8Report(
-        method=METHOD,
+        method=METHOD if int8_xml is not None else BF16_METHOD,
         num_images=len(labels),
         calibration_images=calibration_images,
         fp32_accuracy=round(fp32_acc, 6),

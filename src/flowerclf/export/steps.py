@@ -16,6 +16,7 @@ import yaml
 from safetensors.torch import save_file
 
 from flowerclf.core.errors import ExportError, TensorRTUnavailableError
+from flowerclf.core.hardware import cpu_features
 from flowerclf.core.package_format import (
     CONFIG_FILE,
     EMBEDDINGS_FILE,
@@ -43,7 +44,7 @@ from flowerclf.export.onnx_model import (
 )
 from flowerclf.export.open_world import write_open_world
 from flowerclf.export.openvino_int8 import (
-    compare_openvino_int8,
+    compare_openvino,
     openvino_int8_unavailable,
     quantize_openvino_int8,
 )
@@ -163,15 +164,23 @@ def write_int8(context: ExportContext) -> StepResult:
     )
 
 
-def write_openvino_int8(context: ExportContext) -> StepResult:
-    """The OpenVINO int8 model (NNCF), compared with OpenVINO fp32 on the evaluation images;
-    where OpenVINO or NNCF is missing, the check records why (an error only when asked
-    for with ``--openvino-int8 on``)."""
+def write_openvino(context: ExportContext) -> StepResult:
+    """The OpenVINO int8 model (NNCF) and bf16's accuracy, each against OpenVINO fp32 on the
+    evaluation images; where OpenVINO or NNCF is missing (or, for bf16, the CPU has no bf16
+    units) the checks record why (an error only when asked for with ``--openvino on``)."""
     reason = openvino_int8_unavailable()
     if reason is not None:
-        if context.options.openvino_int8 == "on":
-            raise ExportError(f"--openvino-int8 on: {reason}")
-        return StepResult(checks={"openvino_int8": {"built": False, "reason": reason}})
+        if context.options.openvino == "on":
+            raise ExportError(f"--openvino on: {reason}")
+        not_built = {"built": False, "reason": reason}
+        return StepResult(checks={"openvino_int8": not_built, "openvino_bf16": not_built})
+    int8 = _openvino_int8(context)
+    return StepResult(
+        files=int8.files, checks=int8.checks | {"openvino_bf16": _openvino_bf16(context)}
+    )
+
+
+def _openvino_int8(context: ExportContext) -> StepResult:
     calibration = _calibration_images(context)
     context.say(f"OpenVINO int8 (NNCF), calibrated on {len(calibration)} training images")
     xml = quantize_openvino_int8(
@@ -179,9 +188,10 @@ def write_openvino_int8(context: ExportContext) -> StepResult:
     )
     calibrated_on = len(calibration)
     del calibration  # the evaluation images are next
-    report = compare_openvino_int8(
-        context.onnx_path, xml, context.iter_eval_images(), context.eval_labels, calibrated_on
-    )
+    report = compare_openvino(
+        context.onnx_path, context.iter_eval_images(), context.eval_labels, int8_xml=xml,
+        calibration_images=calibrated_on,
+    )  # fmt: skip
     split = context.eval_split
     context.say(
         f"OpenVINO int8 on {report.num_images} {split} images: accuracy "
@@ -195,6 +205,20 @@ def write_openvino_int8(context: ExportContext) -> StepResult:
         },
         checks={"openvino_int8": report.to_dict() | {"built": True, "split": split}},
     )
+
+
+def _openvino_bf16(context: ExportContext) -> dict[str, Any]:
+    features = cpu_features()
+    if not (features["bf16"] or features["amx"]):
+        return {"built": False, "reason": "this CPU has no bf16 units (AVX512-BF16 or AMX)"}
+    report = compare_openvino(context.onnx_path, context.iter_eval_images(), context.eval_labels)
+    split = context.eval_split
+    context.say(
+        f"OpenVINO bf16 on {report.num_images} {split} images: accuracy "
+        f"{report.int8_accuracy:.4f} vs fp32 {report.fp32_accuracy:.4f}, "
+        f"{report.speedup:.2f}x fp32 throughput"
+    )
+    return report.to_dict() | {"built": True, "split": split}
 
 
 def write_triton(context: ExportContext) -> StepResult:
@@ -285,7 +309,7 @@ EXPORT_STEPS: tuple[ExportStep, ...] = (
     ExportStep("embeddings", write_similarity_index),
     ExportStep("open_world", write_open_world),  # issue 13: reads the embeddings
     ExportStep("int8", write_int8, wanted=_int8_wanted),
-    ExportStep("openvino_int8", write_openvino_int8, wanted=lambda o: o.openvino_int8 != "off"),
+    ExportStep("openvino", write_openvino, wanted=lambda options: options.openvino != "off"),
     ExportStep("triton", write_triton, wanted=lambda options: options.triton),
     ExportStep("tensorrt", write_tensorrt),  # always: its check records why there is no engine
     ExportStep("config", write_training_config),

@@ -11,8 +11,9 @@ A candidate qualifies when:
 
 * fp32 runtimes: its outputs equal ONNX Runtime's (the reference) within the package's
   parity tolerance on the probe inputs;
-* int8 models: the export measured their accuracy drop on the evaluation split and it is
-  within :data:`ACCURACY_BUDGET_POINTS`.
+* reduced precision (int8 models, OpenVINO in bf16): the export measured their accuracy drop
+  on the evaluation split and it is within :data:`ACCURACY_BUDGET_POINTS`; bf16 also needs a
+  CPU with bf16 units (AVX512-BF16 or AMX), where it pays.
 
 ``FLOWERCLF_AUTO_BACKEND=NAME`` forces the choice without measuring (tests, or a user who
 knows better); ``FLOWERCLF_CACHE`` moves the cache (default ``~/.cache/flowerclf``).
@@ -48,10 +49,15 @@ FORCE_ENV = "FLOWERCLF_AUTO_BACKEND"
 SELECTION_VERSION = 1
 # The runtimes auto chooses from, the reference first (PyTorch eager is never the fastest
 # on CPU and needs the training stack; TensorRT is for GPUs).
-CANDIDATES = ("onnx", "openvino", "onnx_int8", "openvino_int8")
+CANDIDATES = ("onnx", "openvino", "onnx_int8", "openvino_int8", "openvino_bf16")
 REFERENCE = "onnx"
-# int8 models and the descriptor check that holds their accuracy, measured at export.
-INT8_CHECKS = {"onnx_int8": "int8", "openvino_int8": "openvino_int8"}
+# Reduced-precision runtimes and the descriptor check that holds their accuracy, measured at
+# export on the evaluation split.
+REDUCED_CHECKS = {
+    "onnx_int8": "int8", "openvino_int8": "openvino_int8", "openvino_bf16": "openvino_bf16",
+}  # fmt: skip
+# Runtimes that read a model file of their own (the others read model.onnx).
+OWN_FILES = ("onnx_int8", "openvino_int8")
 ACCURACY_BUDGET_POINTS = 1.0
 DEFAULT_PARITY_ATOL = 1e-4
 # Batches up to this size run on the latency winner, larger ones on the throughput winner.
@@ -123,8 +129,8 @@ def choice_key(package: ModelPackage, threads: int) -> str:
     parts = {
         "selection": SELECTION_VERSION,
         "package": [package.name, package.version],
-        "models": {k: sha.get(k) for k in ("onnx", "onnx_int8", "openvino_int8")},
-        "checks": {k: package.descriptor.get("checks", {}).get(k) for k in INT8_CHECKS.values()},
+        "models": {k: sha.get(k) for k in ("onnx", *OWN_FILES)},
+        "checks": {k: package.descriptor.get("checks", {}).get(k) for k in REDUCED_CHECKS.values()},
         "cpu": cpu_description(),
         "cpu_features": cpu_features(),
         "threads": threads,
@@ -162,11 +168,13 @@ def _save(path: Path, choice: AutoChoice) -> None:
         log.warning("could not cache the backend choice in %s: %s", path.parent, exc)
 
 
-def int8_budget_reason(package: ModelPackage, name: str) -> str | None:
-    """Why the int8 model ``name`` may not be chosen (None when it may)."""
-    if package.file(name) is None:
+def budget_reason(package: ModelPackage, name: str) -> str | None:
+    """Why the reduced-precision runtime ``name`` may not be chosen (None when it may)."""
+    if name in OWN_FILES and package.file(name) is None:
         return "the package has no such model"
-    check = package.descriptor.get("checks", {}).get(INT8_CHECKS[name]) or {}
+    if name == "openvino_bf16" and not (cpu_features()["bf16"] or cpu_features()["amx"]):
+        return "this CPU has no bf16 units (AVX512-BF16 or AMX)"
+    check = package.descriptor.get("checks", {}).get(REDUCED_CHECKS[name]) or {}
     drop = check.get("accuracy_drop_points")
     if drop is None:
         return "no accuracy measured at export"
@@ -252,14 +260,14 @@ def select(
     for name in candidates:
         if name == REFERENCE:
             continue
-        reason = int8_budget_reason(package, name) if name in INT8_CHECKS else None
+        reason = budget_reason(package, name) if name in REDUCED_CHECKS else None
         runtime = None
         if reason is None:
             try:
                 runtime = factory(package, name, threads)
             except FlowerclfError as exc:  # not installed, or the package lacks the file
                 reason = str(exc)
-        if runtime is not None and name not in INT8_CHECKS:
+        if runtime is not None and name not in REDUCED_CHECKS:
             reason = _parity_reason(runtime, reference_out, probes, atol)
         if reason is None and runtime is not None:
             runtimes[name] = runtime

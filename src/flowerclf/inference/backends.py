@@ -21,9 +21,12 @@ from flowerclf.core.package_format import INPUT_NAME, ModelPackage, PackageError
 from flowerclf.inference.auto import AutoBackend
 from flowerclf.inference.openvino_backend import OpenVinoBackend
 
-BACKENDS = ("auto", "onnx", "onnx_int8", "openvino", "openvino_int8", "torch", "tensorrt")
+BACKENDS = (
+    "auto", "onnx", "onnx_int8", "openvino", "openvino_int8", "openvino_bf16", "torch",
+    "tensorrt",
+)  # fmt: skip
 DEFAULT_BACKEND = "auto"
-OPENVINO_NAMES = ("openvino", "openvino_int8")
+OPENVINO_NAMES = ("openvino", "openvino_int8", "openvino_bf16")
 # Backends that hold their tensors in PyTorch live with the torch code, which the runtime
 # install does not have; they are looked up by name when asked for.
 TORCH_BACKENDS = {"torch": "TorchBackend", "tensorrt": "TensorRTBackend"}

@@ -45,6 +45,7 @@ RUNTIME_BACKENDS = {
     "onnx_int8": "onnx_int8",
     "openvino_fp32": "openvino",
     "openvino_int8": "openvino_int8",
+    "openvino_bf16": "openvino_bf16",
     "auto": "auto",
 }
 # What the report copies from the export's int8 checks (accuracy measured on the test split).
@@ -222,7 +223,7 @@ def run_benchmark(
         "model": package.name,
         "version": package.version,
         "hardware": cpu_description(),
-        "cpu_features": cpu_features(),
+        "cpu_features": (features := cpu_features()),
         "threads": threads or physical_cores(),
         "batch_size": batch_size,
         "images": {"count": len(paths), "source": source},
@@ -233,6 +234,9 @@ def run_benchmark(
         for name in runtimes:
             if name in PACKAGE_FILES and package.file(PACKAGE_FILES[name]) is None:
                 report[name] = {"skipped": f"the package has no {name} model"}
+                continue
+            if name == "openvino_bf16" and not (features["bf16"] or features["amx"]):
+                report[name] = {"skipped": "this CPU has no bf16 units (AVX512-BF16 or AMX)"}
                 continue
             report[name] = _in_child(
                 _measure_runtime, model, RUNTIME_BACKENDS[name], arrays_file, batch_size,
@@ -245,7 +249,8 @@ def run_benchmark(
     _add_limit_fractions(report)
     report["ratios"] = _ratios(report)
     checks = package.descriptor.get("checks", {})
-    for check, key in (("int8", "int8_accuracy"), ("openvino_int8", "openvino_int8_accuracy")):
+    for check, key in (("int8", "int8_accuracy"), ("openvino_int8", "openvino_int8_accuracy"),
+                       ("openvino_bf16", "openvino_bf16_accuracy")):  # fmt: skip
         if checks.get(check, {}).get("accuracy_drop_points") is not None:
             report[key] = {k: checks[check][k] for k in INT8_ACCURACY_KEYS}
     report["targets"] = judge_targets(report, targets or {})
@@ -279,6 +284,7 @@ def _ratios(report: dict[str, Any]) -> dict[str, float | None]:
         "end_to_end_vs_onnx_fp32": ratio(report.get("end_to_end_ips"), fp32),
         "openvino_fp32_vs_onnx_fp32": ratio(ips("openvino_fp32"), fp32),
         "openvino_int8_vs_fp32": ratio(ips("openvino_int8"), ips("openvino_fp32")),
+        "openvino_bf16_vs_fp32": ratio(ips("openvino_bf16"), ips("openvino_fp32")),
         "auto_vs_onnx_fp32": ratio(ips("auto"), fp32),
         "auto_vs_onnx_fp32_latency": ratio(p50["onnx_fp32"], p50["auto"]),
         "end_to_end_vs_auto": ratio(report.get("end_to_end_ips"), ips("auto")),

@@ -1,11 +1,14 @@
-"""OpenVINO on the CPU: the package's own ``model.onnx`` (``openvino``, fp32) or an int8
+"""OpenVINO on the CPU: the package's own ``model.onnx`` (``openvino``, fp32; or
+``openvino_bf16``, the same graph computed in bfloat16 on CPUs with bf16 units) or an int8
 model quantised by NNCF and kept in the package (``openvino_int8``).
 
 OpenVINO is an optional runtime (``pip install 'flowerclf[openvino]'``): on some CPUs it
 runs the same fp32 graph faster than ONNX Runtime (its convolution kernels and fusions
 differ), which is what ``backend="auto"`` measures. The fp32 backend pins the inference
 precision to f32: on CPUs with bf16 or AMX units OpenVINO would otherwise silently run in
-bfloat16, which is faster but no longer passes the package's fp32 parity check.
+bfloat16, which is faster but no longer passes the package's fp32 parity check; that is
+``openvino_bf16``, which ``auto`` treats like an int8 model (chosen only within the accuracy
+budget the export measured).
 """
 
 from __future__ import annotations
@@ -21,8 +24,13 @@ from flowerclf.core.errors import MissingExtraError
 from flowerclf.core.hardware import physical_cores
 from flowerclf.core.package_format import INPUT_NAME, ModelPackage
 
-# Each OpenVINO backend and the package file it reads (a key of the descriptor's files).
-OPENVINO_BACKENDS = {"openvino": "onnx", "openvino_int8": "openvino_int8"}
+# Each OpenVINO backend: the package file it reads (a key of the descriptor's files) and the
+# precision it computes in.
+OPENVINO_BACKENDS = {
+    "openvino": ("onnx", "f32"),
+    "openvino_int8": ("openvino_int8", "f32"),  # int8 where the IR says so, f32 elsewhere
+    "openvino_bf16": ("onnx", "bf16"),
+}
 INSTALL_HINT = "pip install 'flowerclf[openvino]'"
 
 
@@ -75,8 +83,9 @@ class OpenVinoBackend:
         ov = import_openvino()
         self.name = name
         core = ov.Core()
-        model = core.read_model(str(package.require(OPENVINO_BACKENDS[name])))
-        self._compiled = core.compile_model(model, "CPU", compile_config(threads))
+        file_key, precision = OPENVINO_BACKENDS[name]
+        model = core.read_model(str(package.require(file_key)))
+        self._compiled = core.compile_model(model, "CPU", compile_config(threads, precision))
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._create_lock = threading.Lock()
 
