@@ -302,6 +302,7 @@ def test_benchmark_json_has_every_runtime_and_ratio(
     monkeypatch.setattr(benchmark, "MIN_SECONDS", 0.2)  # a smoke run, not a measurement
     code = main(["benchmark", "--model", str(model_package.package), "--images",
                  str(model_package.images), "--num-images", "40", "--latency-runs", "5",
+                 "--runtimes", "torch,onnx_fp32,onnx_int8,openvino_fp32,auto",
                  "--json"])  # fmt: skip
     assert code == 0
     report = json.loads(capsys.readouterr().out)
