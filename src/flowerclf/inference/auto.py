@@ -208,7 +208,7 @@ def _parity_reason(
     return None if diff <= atol else f"parity failed: max prob diff {diff:.2e} > {atol:.0e}"
 
 
-def _median_call_s(run: Callable[[], object], seconds: float, min_calls: int) -> list[float]:
+def _call_times(run: Callable[[], object], seconds: float, min_calls: int) -> list[float]:
     samples: list[float] = []
     started = time.perf_counter()
     while len(samples) < min_calls or time.perf_counter() - started < seconds:
@@ -232,8 +232,8 @@ def measure(
     per_batch: dict[str, list[float]] = {n: [] for n in runtimes}
     for _ in range(rounds):
         for name, runtime in runtimes.items():
-            latency[name] += _median_call_s(lambda r=runtime: r.run(one), LATENCY_SECONDS, 3)
-            per_batch[name] += _median_call_s(lambda r=runtime: r.run(batch), 0.0, 1)
+            latency[name] += _call_times(lambda r=runtime: r.run(one), LATENCY_SECONDS, 3)
+            per_batch[name] += _call_times(lambda r=runtime: r.run(batch), 0.0, 1)
     return {
         name: {
             "p50_ms": round(statistics.median(latency[name]) * 1000, 3),
