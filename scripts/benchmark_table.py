@@ -110,8 +110,11 @@ def limit_sentence(report: dict) -> str | None:
     features = report.get("cpu_features") or {}
     has = ", ".join(name for name, present in features.items() if present) or "none"
     lacks = ", ".join(name for name, present in features.items() if not present) or "none"
+    engines = limit.get("matmul_gflops_by_engine") or {}
+    measured = ", ".join(f"{k} {v}" for k, v in engines.items() if v is not None)
     return (
-        f"Machine limit: fp32 matrix products run at {limit['matmul_gflops']} GFLOP/s and the "
+        f"Machine limit: fp32 matrix products run at {limit['matmul_gflops']} GFLOP/s"
+        f"{f' (best of {measured})' if measured else ''} and the "
         f"model costs {limit['model_gflop_per_image']} GFLOP per image, so no fp32 runtime "
         f"can pass {limit['limit_ips']} img/s here. CPU features: {has} (not: {lacks})."
     )
