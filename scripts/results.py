@@ -29,12 +29,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmark_table import table as benchmark_markdown  # scripts/ is on sys.path
+from benchmark_table import speed_summary  # scripts/ is on sys.path
+from benchmark_table import table as benchmark_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results"
 README = REPO / "README.md"
 RESULTS_PAGE = REPO / "docs" / "results.md"
+# The README's speed section (issue 16), rendered from results/benchmark.json when the README
+# has these markers.
+SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 COMMON = ["logger.experiment_name=flowerclf-results", "logger.log_model=false"]
 
 ROWS: dict[str, list[str]] = {
@@ -526,13 +530,19 @@ def _replace_block(text: str, name: str, body: str) -> str:
 
 
 def readme_text(readme: str, results: dict[str, dict[str, Any]], repo: Path = REPO) -> str:
-    """``readme`` with the generated blocks between their markers replaced."""
+    """``readme`` with the generated blocks between their markers replaced: the summary
+    table, the open-world block, and the speed section where ``repo`` has a benchmark."""
     best = best_table(results)
     summary = summary_table(results)
     if best.count("\n") > 1:
         summary += "\n\nBest CPU recipes, mean over training seeds (issue 14):\n\n" + best
     readme = _replace_block(readme, "results-summary", summary)
-    return _replace_block(readme, "open-world", open_world_summary(repo))
+    readme = _replace_block(readme, "open-world", open_world_summary(repo))
+    benchmark = _json(repo / "results" / "benchmark.json")
+    if benchmark is not None and SPEED_START in readme and SPEED_END in readme:
+        trunk_cache = _json(repo / "results" / "trunk_cache.json")
+        readme = _replace_block(readme, "speed", speed_summary(benchmark, trunk_cache))
+    return readme
 
 
 def outputs(repo: Path = REPO) -> dict[Path, str]:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from flowerclf.inference.auto import CACHE_ENV
+from flowerclf.inference.auto import FORCE_ENV as AUTO_FORCE_ENV
 from flowerclf.serving.app import create_app
 from flowerclf.serving.settings import ServeSettings
 from tests.helpers.colour_package import build_colour_package
@@ -34,6 +36,17 @@ def shared_data() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fixed_auto_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """``backend="auto"`` (the default) would measure every runtime at each first load of a
+    package: tests, and the servers they start, use ONNX Runtime unless a test asks for the
+    measurement (tests/unit/test_auto_backend.py), and never touch the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(AUTO_FORCE_ENV, "onnx")
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("flowerclf-cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -302,6 +302,7 @@ def test_benchmark_json_has_every_runtime_and_ratio(
     monkeypatch.setattr(benchmark, "MIN_SECONDS", 0.2)  # a smoke run, not a measurement
     code = main(["benchmark", "--model", str(model_package.package), "--images",
                  str(model_package.images), "--num-images", "40", "--latency-runs", "5",
+                 "--runtimes", "torch,onnx_fp32,onnx_int8,openvino_fp32,auto",
                  "--json"])  # fmt: skip
     assert code == 0
     report = json.loads(capsys.readouterr().out)
@@ -318,3 +319,13 @@ def test_benchmark_json_has_every_runtime_and_ratio(
     )
     assert ratios["onnx_int8_vs_fp32"] > 0
     assert set(report["targets"]) >= {"onnx_fp32_vs_torch", "onnx_int8_vs_fp32"}
+    # Issue 16: OpenVINO, auto (and what it picked), the machine's limit.
+    assert report["openvino_fp32"]["throughput_ips"] > 0
+    assert report["auto"]["backend"] in ("onnx", "openvino", "onnx_int8", "openvino_int8")
+    assert report["auto"]["throughput_ips"] > 0
+    assert ratios["auto_vs_onnx_fp32"] == pytest.approx(
+        report["auto"]["throughput_ips"] / report["onnx_fp32"]["throughput_ips"], rel=0.01
+    )
+    assert ratios["auto_vs_onnx_fp32_latency"] > 0 and ratios["end_to_end_vs_auto"] > 0
+    assert report["limit"]["matmul_gflops"] > 0 and report["limit"]["model_gflop_per_image"] > 0
+    assert set(report["cpu_features"]) == {"avx2", "avx512", "vnni", "bf16", "amx"}

@@ -103,6 +103,20 @@ def test_torch_and_onnx_backends_agree(model_package: TrainedPackage):
     np.testing.assert_allclose(onnx_probs.sum(1), 1.0, atol=1e-5)
 
 
+def test_openvino_int8_model_is_exported_checked_and_runs(model_package: TrainedPackage):
+    pytest.importorskip("nncf")
+    descriptor = _descriptor(model_package.package)
+    check = descriptor["checks"]["openvino_int8"]
+    assert check["built"] and check["method"] == "nncf" and check["num_images"] > 0
+    assert 0 <= check["int8_accuracy"] <= 1 and check["calibration_images"] == 24
+    for key in ("openvino_int8", "openvino_int8_weights"):
+        assert key in descriptor["sha256"], key  # both halves of the IR are verified
+    paths = sorted(model_package.images.rglob("*.jpg"))[:24]
+    fp32 = Classifier.load(model_package.package, backend="openvino").predict_proba(paths)
+    int8 = Classifier.load(model_package.package, backend="openvino_int8").predict_proba(paths)
+    assert (int8.argmax(1) == fp32.argmax(1)).mean() >= 0.75
+
+
 def test_int8_backend_runs_and_mostly_agrees(model_package: TrainedPackage):
     paths = sorted(model_package.images.rglob("*.jpg"))[:24]
     fp32 = Classifier.load(model_package.package).predict_proba(paths)

@@ -27,7 +27,8 @@ from tests.helpers.packages import TrainedPackage
 pytestmark = pytest.mark.slow
 
 # Every optional part off: the package is weights, ONNX, embeddings, config and metrics.
-MINIMAL = {"int8": "none", "tensorrt": "off", "triton": False, "mlflow": False, "gallery": False}
+MINIMAL = {"int8": "none", "openvino": "off", "tensorrt": "off", "triton": False,
+           "mlflow": False, "gallery": False}  # fmt: skip
 
 
 def test_minimal_export_writes_only_the_asked_for_files_with_the_same_descriptor_keys(

@@ -1,4 +1,4 @@
-"""Torch and ONNX backends of an exported package agree on 50 real flower photos."""
+"""Torch, OpenVINO and ONNX backends of an exported package agree on 50 real flower photos."""
 
 from __future__ import annotations
 
@@ -35,3 +35,25 @@ def test_torch_and_onnx_agree_on_50_real_photos(
     torch_probs = Classifier.load(package, backend="torch").predict_proba(photos)
     assert (onnx_probs.argmax(1) == torch_probs.argmax(1)).all()
     assert float(np.abs(onnx_probs - torch_probs).max()) <= 1e-4
+
+
+@pytest.mark.parametrize("source", ["fixture", "env"])
+def test_openvino_and_onnx_agree_on_50_real_photos(
+    source: str, request: pytest.FixtureRequest, shared_data: Path
+) -> None:
+    pytest.importorskip("openvino")
+    package = os.environ.get(PACKAGE_ENV)
+    if source == "fixture":
+        package = request.getfixturevalue("model_package").package
+    if package is None:
+        pytest.skip(f"set {PACKAGE_ENV}=<exported package> to check a real model too")
+    photos = _real_photos(shared_data)
+    assert len(photos) == 50
+    onnx_probs = Classifier.load(package, backend="onnx").predict_proba(photos)
+    with Classifier.load(package, backend="openvino") as openvino:
+        assert openvino.backend_name == "openvino"
+        openvino_probs = openvino.predict_proba(photos)
+        single = openvino.predict_proba(photos[0])  # batch 1: another compiled shape
+    assert (onnx_probs.argmax(1) == openvino_probs.argmax(1)).all()
+    assert float(np.abs(onnx_probs - openvino_probs).max()) <= 1e-4
+    assert float(np.abs(onnx_probs[0] - single).max()) <= 1e-4

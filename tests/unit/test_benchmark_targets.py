@@ -34,7 +34,7 @@ def test_goals_are_judged_in_the_direction_of_each_figure():
     goals = {"onnx_fp32_vs_torch": 4.0, "onnx_fp32_p50_ms": 5.0, "onnx_int8_vs_fp32": 1.3,
              "int8_accuracy_drop_points": 1.0}  # fmt: skip
     judged = judge_targets(_report(4.8, 7.4, 1.09), goals)
-    assert {k: v["met"] for k, v in judged.items()} == {
+    assert {k: v["met"] for k, v in judged.items() if k in goals} == {
         "onnx_fp32_vs_torch": True,  # higher is better: 4.8 >= 4
         "onnx_fp32_p50_ms": False,  # lower is better: 7.4 > 5
         "onnx_int8_vs_fp32": False,
@@ -55,6 +55,16 @@ def test_without_goals_every_figure_is_reported_but_none_is_judged():
     assert judge_targets(_report(4.8, 7.4, None), {"onnx_int8_vs_fp32": 1.3})[
         "onnx_int8_vs_fp32"
     ] == {"value": None, "target": 1.3, "met": None}
+
+
+def test_auto_ratios_are_judged_like_the_others():
+    report = _report(4.8, 7.4, 1.09)
+    report["ratios"] |= {"auto_vs_onnx_fp32": 1.2, "auto_vs_onnx_fp32_latency": 1.1,
+                         "end_to_end_vs_auto": 0.96}  # fmt: skip
+    goals = {"auto_vs_onnx_fp32": 1.15, "auto_vs_onnx_fp32_latency": 1.18,
+             "end_to_end_vs_auto": 0.95}  # fmt: skip
+    judged = judge_targets(report, goals)
+    assert [judged[k]["met"] for k in goals] == [True, False, True]
 
 
 def test_text_report_says_when_no_goal_was_given():

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from flowerclf.core.errors import ExportError
 from flowerclf.core.package_format import OUTPUT_NAMES
 from flowerclf.export import steps as export_steps
 from flowerclf.export.onnx_model import (
@@ -40,7 +41,7 @@ def test_default_options_run_every_step_onnx_first_and_mlflow_last():
     names = _names(ExportOptions())
     assert names == [step.name for step in EXPORT_STEPS]
     onnx = names.index("onnx")
-    for reader in ("onnx_parity", "embeddings", "int8", "triton", "tensorrt"):
+    for reader in ("onnx_parity", "embeddings", "int8", "openvino", "triton", "tensorrt"):
         assert names.index(reader) > onnx, reader
     assert names[-1] == "mlflow"
     # triton reads the temperature the open_world step fitted (calibrated probabilities).
@@ -54,12 +55,25 @@ def test_default_options_run_every_step_onnx_first_and_mlflow_last():
         ({"int8": "none"}, {"int8"}),
         ({"triton": False}, {"triton"}),
         ({"mlflow": False}, {"mlflow"}),
+        ({"openvino": "off"}, {"openvino"}),
         (MINIMAL, {"int8", "triton", "mlflow"}),
     ],
 )
 def test_options_leave_out_exactly_their_steps(options: dict, skipped: set[str]):
     every = _names(ExportOptions())
     assert _names(ExportOptions(**options)) == [n for n in every if n not in skipped]
+
+
+def test_openvino_step_records_why_when_openvino_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(export_steps, "openvino_int8_unavailable", lambda: "nncf is not installed")
+    result = export_steps.write_openvino(_FakeContext(tmp_path, ExportOptions()))  # type: ignore[arg-type]
+    assert result.files == {}
+    assert result.checks["openvino_int8"] == {"built": False, "reason": "nncf is not installed"}
+    assert result.checks["openvino_bf16"]["built"] is False
+    with pytest.raises(ExportError, match="--openvino on: nncf"):
+        export_steps.write_openvino(_FakeContext(tmp_path, ExportOptions(openvino="on")))  # type: ignore[arg-type]
 
 
 def test_tensorrt_off_records_why_without_building(tmp_path: Path):

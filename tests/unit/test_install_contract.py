@@ -159,15 +159,30 @@ def test_benchmark_defaults_to_the_installed_runtimes(
 ) -> None:
     real_find_spec = importlib.util.find_spec
 
-    def without_torch(name: str, *args: object) -> object:
-        return None if name in ("torch", "timm") else real_find_spec(name, *args)
+    def without(*missing: str) -> object:
+        def find_spec(name: str, *args: object) -> object:
+            return None if name in missing else real_find_spec(name, *args)
 
-    monkeypatch.setattr(importlib.util, "find_spec", without_torch)
-    assert inference_commands.default_runtimes() == ["onnx_fp32", "onnx_int8"]
-    assert "pip install 'flowerclf[train]'" in capsys.readouterr().err
+        return find_spec
+
+    monkeypatch.setattr(importlib.util, "find_spec", without("torch", "timm", "openvino"))
+    assert inference_commands.default_runtimes() == ["onnx_fp32", "onnx_int8", "auto"]
+    err = capsys.readouterr().err
+    assert "pip install 'flowerclf[train]'" in err and "pip install 'flowerclf[openvino]'" in err
+    monkeypatch.setattr(importlib.util, "find_spec", without("torch", "timm"))
+    openvino = ["openvino_fp32", "openvino_int8", "openvino_bf16"]
+    if real_find_spec("openvino"):
+        assert inference_commands.default_runtimes() == ["onnx_fp32", "onnx_int8", *openvino,
+                                                         "auto"]  # fmt: skip
     monkeypatch.undo()
-    if real_find_spec("torch") and real_find_spec("timm"):
-        assert inference_commands.default_runtimes() == ["torch", "onnx_fp32", "onnx_int8"]
+    if real_find_spec("torch") and real_find_spec("timm") and real_find_spec("openvino"):
+        assert inference_commands.default_runtimes() == [
+            "torch",
+            "onnx_fp32",
+            "onnx_int8",
+            *openvino,
+            "auto",
+        ]
 
 
 def test_predict_imports_no_training_stack_even_where_it_is_installed(

@@ -114,3 +114,33 @@ def test_readme_without_markers_is_refused(results: ModuleType, repo: Path) -> N
 def test_repository_results_are_rendered_from_its_files(results: ModuleType) -> None:
     """The committed README and docs/results.md are what `make results` would write."""
     assert results.stale(REPO_ROOT) == []
+
+
+def test_readme_speed_section_has_the_limit_the_choice_and_every_target(
+    results: ModuleType, repo: Path
+) -> None:
+    speed = "<!-- speed:start -->\nold\n<!-- speed:end -->"
+    (repo / "README.md").write_text(README + f"\n## Speed\n\n{speed}\n")
+    row = {"throughput_ips": 120.0, "p50_ms": 8.0, "p95_ms": 9.0, "peak_rss_mb": 300.0}
+    _write_json(repo / "results" / "benchmark.json", {
+        "model": "m", "version": "1", "hardware": "CPU: test x2", "threads": 2,
+        "batch_size": 32, "images": {"count": 64, "source": "x"}, "command": "flowerclf bench",
+        "cpu_features": {"avx2": True, "avx512": False, "vnni": False, "bf16": False,
+                         "amx": False},
+        "onnx_fp32": row | {"limit_fraction": 0.8}, "openvino_fp32": row,
+        "auto": row | {"backend": "openvino", "throughput_ips": 140.0, "p50_ms": 6.5},
+        "end_to_end_ips": 133.0, "end_to_end": {"peak_rss_mb": 400.0, "backend": "openvino"},
+        "limit": {"matmul_gflops": 60.0, "model_gflop_per_image": 0.4, "limit_ips": 150.0},
+        "ratios": {"auto_vs_onnx_fp32": 1.17, "auto_vs_onnx_fp32_latency": 1.23,
+                   "end_to_end_vs_auto": 0.95},
+        "targets": {},
+    })  # fmt: skip
+    text = results.outputs(repo)[repo / "README.md"]
+    section = text.split("<!-- speed:start -->")[1].split("<!-- speed:end -->")[0]
+    assert "old" not in section
+    assert "60.0 GFLOP/s" in section and "150.0 img/s" in section and "(not: avx512" in section
+    assert "picked **openvino**" in section
+    assert "| onnx_fp32 | 120.0 | 80% | 8.00 |" in section
+    assert "`auto_vs_onnx_fp32` = 1.17 (goal >= 1.15" in section and "): met" in section
+    assert "`end_to_end_vs_auto` = 0.95" in section
+    assert "no VNNI/AMX" in section and "trunk-cache build" in section

@@ -14,7 +14,7 @@ from typing import Any
 
 from flowerclf.core.errors import UsageError
 from flowerclf.core.imaging import list_images
-from flowerclf.inference.backends import BACKENDS
+from flowerclf.inference.backends import BACKENDS, DEFAULT_BACKEND
 from flowerclf.inference.benchmark import format_report, load_targets, run_benchmark
 from flowerclf.inference.classifier import Classifier, Prediction
 
@@ -22,6 +22,7 @@ MODEL_ENV = "FLOWERCLF_MODEL"
 NO_VERIFY_HELP = "skip checking the package files' sha256 (development only)"
 PROGRESS_THRESHOLD = 64  # images; below this a bar is noise
 ONNX_RUNTIMES = ("onnx_fp32", "onnx_int8")
+OPENVINO_RUNTIMES = ("openvino_fp32", "openvino_int8", "openvino_bf16")
 # The eager PyTorch runtime needs the training extra (torch and timm).
 TORCH_RUNTIME_MODULES = ("torch", "timm")
 
@@ -63,6 +64,7 @@ def _export(args: argparse.Namespace) -> int:
 
     options = ExportOptions(
         int8=args.int8,
+        openvino=args.openvino,
         tensorrt=args.tensorrt,
         triton=not args.no_triton,
         mlflow=not args.no_mlflow,
@@ -152,14 +154,23 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def default_runtimes() -> list[str]:
-    """Every runtime this install can run: PyTorch only where the training extra is."""
+    """Every runtime this install can run (PyTorch only where the training extra is,
+    OpenVINO where its extra is), then ``auto``."""
+    runtimes = list(ONNX_RUNTIMES)
     if all(importlib.util.find_spec(module) for module in TORCH_RUNTIME_MODULES):
-        return ["torch", *ONNX_RUNTIMES]
-    sys.stderr.write(
-        "benchmark: ONNX Runtime only; PyTorch is not installed (pip install 'flowerclf[train]' "
-        "adds the torch runtime)\n"
-    )
-    return list(ONNX_RUNTIMES)
+        runtimes.insert(0, "torch")
+    else:
+        sys.stderr.write(
+            "benchmark: PyTorch is not installed (pip install 'flowerclf[train]' adds the "
+            "torch runtime)\n"
+        )
+    if importlib.util.find_spec("openvino"):
+        runtimes += OPENVINO_RUNTIMES
+    else:
+        sys.stderr.write(
+            "benchmark: OpenVINO is not installed (pip install 'flowerclf[openvino]' adds it)\n"
+        )
+    return [*runtimes, "auto"]
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -207,6 +218,11 @@ def register(
         help="int8 ONNX quantisation (default: static, calibrated on training images)",
     )  # fmt: skip
     export.add_argument(
+        "--openvino", choices=["auto", "on", "off"], default="auto",
+        help="OpenVINO int8 model (NNCF) and bf16 accuracy check (default auto: where openvino "
+        "and nncf are installed)",
+    )  # fmt: skip
+    export.add_argument(
         "--tensorrt", choices=["auto", "fp32", "fp16", "off"], default="auto",
         help="TensorRT engine: auto builds one when a GPU and TensorRT exist",
     )  # fmt: skip
@@ -233,7 +249,10 @@ def register(
     )
     predict.add_argument("paths", nargs="+", help="image files, directories or globs")
     predict.add_argument("--model", help=f"model package directory (default ${MODEL_ENV})")
-    predict.add_argument("--backend", choices=BACKENDS, default="onnx")
+    predict.add_argument(
+        "--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+        help="runtime (default auto: the fastest here that passes the package's checks)",
+    )  # fmt: skip
     predict.add_argument("--top-k", type=int, default=None, help="add the K best classes")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--no-reject", action="store_true",
@@ -252,11 +271,14 @@ def register(
 
     bench = commands.add_parser(
         "benchmark",
-        help="PyTorch vs ONNX Runtime fp32 vs int8: latency, throughput, memory",
+        help="PyTorch vs ONNX Runtime vs OpenVINO (fp32, int8) vs auto: latency, throughput, "
+        "memory, share of the machine's limit",
         description=(
             "Measure, in one run and on the same images, each runtime in its own process: "
             "p50/p95 latency at batch 1, throughput at --batch-size, peak resident memory; "
-            "plus end-to-end throughput (decode + preprocess + ONNX fp32) and the ratios."
+            "plus end-to-end throughput (decode + preprocess + the auto backend), the "
+            "machine's fp32 limit (matmul GFLOP/s over the model's GFLOP per image), the CPU "
+            "features and the ratios."
         ),
     )
     bench.add_argument("--model", help=f"model package directory (default ${MODEL_ENV})")
@@ -270,7 +292,8 @@ def register(
     bench.add_argument("--latency-runs", type=int, default=100)
     bench.add_argument(
         "--runtimes",
-        help="comma-separated, from torch,onnx_fp32,onnx_int8 (default: all that are installed)",
+        help="comma-separated, from torch,onnx_fp32,onnx_int8,openvino_fp32,openvino_int8,"
+        "openvino_bf16,auto (default: all that are installed)",
     )
     bench.add_argument("--threads", type=int, default=None, help="default: physical cores")
     bench.add_argument(

@@ -192,7 +192,11 @@ def register(
     serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000; 0 = any free port)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
-    serve.add_argument("--backend", help="onnx (default) | onnx_int8 | torch | tensorrt")
+    serve.add_argument(
+        "--backend",
+        help="auto (default: the fastest runtime here) | onnx | onnx_int8 | openvino | "
+        "openvino_int8 | torch | tensorrt",
+    )
     serve.add_argument("--threads", type=int, help="inference threads (default: cores)")
     serve.add_argument(
         "--reject", type=_bool, metavar="BOOL", help="unknown-image rejection (default true)"
@@ -290,7 +294,7 @@ def register(
     load.add_argument("--requests", type=int, default=2000, help="requests to send (2000)")
     load.add_argument("--concurrency", type=int, default=8, help="requests in flight (8)")
     load.add_argument("--max-seconds", type=float, default=300.0, help="stop after (300 s)")
-    load.add_argument("--backend", default="onnx", help="backend of the served model")
+    load.add_argument("--backend", default="auto", help="backend of the served model")
     load.add_argument("--micro-batch", type=_bool, default=False, metavar="BOOL")
     load.add_argument(
         "--workers", type=int, default=1, help="worker processes of the server started here (1)"

@@ -184,7 +184,7 @@ class TrainerConfig(FrozenSection):
     tail_blocks: int = Field(ge=0)
     cache_views: int = Field(ge=1, le=64)
     cached_batch_size: int = Field(ge=1)
-    feature_runtime: Literal["onnx", "torch"]
+    feature_runtime: Literal["auto", "onnx", "openvino", "torch"]
     deterministic: bool
     limit_train_batches: int | float | None
     limit_val_batches: int | float | None

@@ -27,3 +27,45 @@ def physical_cores() -> int:
     except ImportError:
         return max(1, os.cpu_count() or 1)
     return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+
+
+# The instruction-set extensions that decide which runtime and precision is fastest, and
+# the /proc/cpuinfo flags that announce them (any one of a feature's flags is enough).
+CPU_FEATURE_FLAGS: dict[str, tuple[str, ...]] = {
+    "avx2": ("avx2",),
+    "avx512": ("avx512f",),
+    # int8 dot products: without them int8 convolutions gain little over fp32.
+    "vnni": ("avx512_vnni", "avx_vnni"),
+    "bf16": ("avx512_bf16", "amx_bf16"),
+    "amx": ("amx_tile",),
+}
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The first processor's ``flags`` in ``/proc/cpuinfo`` (empty where there is none)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_features(cpuinfo: str | None = None) -> dict[str, bool]:
+    """Which of :data:`CPU_FEATURE_FLAGS` this CPU has (all False where flags are unknown)."""
+    flags = cpu_flags(cpuinfo)
+    return {name: any(f in flags for f in wanted) for name, wanted in CPU_FEATURE_FLAGS.items()}
+
+
+# Decoding threads beyond this buy nothing on the machines flowerclf runs on, and each holds
+# a decoded image.
+MAX_DECODE_THREADS = 8
+
+
+def decode_threads() -> int:
+    """Threads that decode and preprocess images of a batch: one per CPU, at most
+    :data:`MAX_DECODE_THREADS` (Pillow's decoders and resizes release the GIL)."""
+    return max(1, min(os.cpu_count() or 1, MAX_DECODE_THREADS))

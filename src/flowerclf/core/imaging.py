@@ -52,6 +52,14 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
 # size the caller resizes to: the final antialiased resize then still averages >= 2x2 source
 # pixels per output pixel, which is what Pillow's own ``thumbnail(reducing_gap=2.0)`` does.
 REDUCING_GAP = 2.0
+# JPEG DCT scaling (1/2, 1/4, 1/8) low-pass filters in the frequency domain, unlike a box
+# filter, so it may go down to the resize size itself: a 12 MP photo decodes at 1/8 scale
+# (4000x3000 -> 500x375) instead of 1/4. Measured against full decoding with the tf_flowers
+# package (scripts/decode_agreement.py, the 367 test photos enlarged 4x to ~1.25 MP JPEGs):
+# top-1 agreement 99.7 % (one photo changed; accuracy 92.9 % vs 92.6 %), decode + preprocess
+# 2.1x faster than full decoding and 1.5x faster than stopping at 2x the resize size. The
+# integration tests hold the agreement at >= 99.5 %.
+DCT_REDUCING_GAP = 1.0
 # Pixels converted per strip when a 16-bit or float image becomes 8-bit (8 MB of float64).
 STRIP_PIXELS = 1 << 20
 # Process-wide defaults for DecodeBudget: two full-size decodes, or four smaller ones.
@@ -269,8 +277,9 @@ def decode_rgb(
         max_pixels: refuse files with more pixels than this, before decoding any.
         formats: the container formats accepted (Pillow's names).
         target_short_side: the shorter side the caller will resize to. The decoder may then
-            shrink by integer factors while the shorter side stays at least
-            ``REDUCING_GAP`` times this (never below the original). ``None`` keeps full size.
+            shrink while decoding: JPEG DCT scaling while the shorter side stays at least
+            ``DCT_REDUCING_GAP`` times this, integer reduction while it stays at least
+            ``REDUCING_GAP`` times this (never above the original). ``None`` keeps full size.
         budget: bounds pixels and decodes in flight across threads; ``None`` for no bound.
 
     Raises:
@@ -380,9 +389,9 @@ def _orientation(img: Image.Image) -> int:
     return value if isinstance(value, int) and value in _UPRIGHT else 1
 
 
-def _shrink_factor(size: tuple[int, int], target_short_side: int) -> int:
-    """The largest integer factor that keeps the shorter side >= REDUCING_GAP x target."""
-    return max(1, int(min(size) // (REDUCING_GAP * max(target_short_side, 1))))
+def _shrink_factor(size: tuple[int, int], target_short_side: int, gap: float = REDUCING_GAP) -> int:
+    """The largest integer factor that keeps the shorter side >= ``gap`` x target."""
+    return max(1, int(min(size) // (gap * max(target_short_side, 1))))
 
 
 def _draft(img: Image.Image, target_short_side: int) -> None:
@@ -390,7 +399,7 @@ def _draft(img: Image.Image, target_short_side: int) -> None:
     and memory); other formats decode at full size."""
     if img.format != "JPEG":
         return
-    factor = _shrink_factor(img.size, target_short_side)
+    factor = _shrink_factor(img.size, target_short_side, DCT_REDUCING_GAP)
     if factor >= 2:
         width, height = img.size
         img.draft(None, (max(1, width // factor), max(1, height // factor)))

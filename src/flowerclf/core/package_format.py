@@ -38,6 +38,9 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
+# OpenVINO int8 (NNCF): the graph and its weights, two files that must stay side by side.
+OPENVINO_INT8_FILE = "model.openvino_int8.xml"
+OPENVINO_INT8_WEIGHTS_FILE = "model.openvino_int8.bin"
 EMBEDDINGS_FILE = "embeddings.npz"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"

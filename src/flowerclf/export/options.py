@@ -9,6 +9,7 @@ from flowerclf.core.open_set import METHODS
 
 INT8_CHOICES = ("static", "dynamic", "none")
 TENSORRT_CHOICES = ("auto", "fp32", "fp16", "off")
+OPENVINO_CHOICES = ("auto", "on", "off")
 DEFAULT_KEEP = 0.95
 DEFAULT_KNN_K = 10
 # Chosen by measured AUROC (`flowerclf evaluate <package> --ood`, tf_flowers EfficientNet-
@@ -45,6 +46,9 @@ class ExportOptions:
         int8: ``static`` (calibrated QDQ), ``dynamic`` or ``none`` (no int8 model).
         tensorrt: ``auto`` builds an engine where a GPU and TensorRT exist; ``fp32`` and
             ``fp16`` insist on one; ``off`` never builds one.
+        openvino: the OpenVINO int8 model (NNCF) and the accuracy of OpenVINO in bf16:
+            ``auto`` where OpenVINO and NNCF are installed (else the checks record why not),
+            ``on`` insists, ``off`` skips.
         triton: write the Triton model repository.
         mlflow: save the pyfunc model in the package and log it to the training run.
         register_name: MLflow registered model name (default ``flowerclf-<package name>``).
@@ -59,6 +63,7 @@ class ExportOptions:
 
     int8: str = "static"
     tensorrt: str = "auto"
+    openvino: str = "auto"
     triton: bool = True
     mlflow: bool = True
     register_name: str | None = None
@@ -73,6 +78,10 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if self.int8 not in INT8_CHOICES:
             raise UsageError(f"int8 must be one of {list(INT8_CHOICES)}, got {self.int8!r}")
+        if self.openvino not in OPENVINO_CHOICES:
+            raise UsageError(
+                f"openvino must be one of {list(OPENVINO_CHOICES)}, got {self.openvino!r}"
+            )
         if self.tensorrt not in TENSORRT_CHOICES:
             raise UsageError(
                 f"tensorrt must be one of {list(TENSORRT_CHOICES)}, got {self.tensorrt!r}"

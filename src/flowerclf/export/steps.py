@@ -16,6 +16,7 @@ import yaml
 from safetensors.torch import save_file
 
 from flowerclf.core.errors import ExportError, TensorRTUnavailableError
+from flowerclf.core.hardware import cpu_features
 from flowerclf.core.package_format import (
     CONFIG_FILE,
     EMBEDDINGS_FILE,
@@ -23,6 +24,8 @@ from flowerclf.core.package_format import (
     METRICS_FILE,
     MLFLOW_DIR,
     ONNX_INT8_FILE,
+    OPENVINO_INT8_FILE,
+    OPENVINO_INT8_WEIGHTS_FILE,
     OUTPUT_NAMES,
     TENSORRT_FILE,
     TRITON_DIR,
@@ -40,6 +43,11 @@ from flowerclf.export.onnx_model import (
     run_in_batches,
 )
 from flowerclf.export.open_world import write_open_world
+from flowerclf.export.openvino_int8 import (
+    compare_openvino,
+    openvino_int8_unavailable,
+    quantize_openvino_int8,
+)
 from flowerclf.export.options import ExportOptions
 from flowerclf.export.quantize import calibration_indices, compare_int8, quantize_int8
 from flowerclf.export.tensorrt import build_engine
@@ -120,16 +128,22 @@ def write_similarity_index(context: ExportContext) -> StepResult:
     return StepResult(files=files)
 
 
+def _calibration_images(context: ExportContext) -> np.ndarray:
+    """The seeded sample of preprocessed training images that calibrates every int8 model."""
+    options, rows = context.options, context.train_rows
+    chosen = calibration_indices(len(rows), options.calibration_images, options.seed)
+    return preprocess_rows(
+        [rows[i] for i in chosen], context.raw_dir, context.spec, "decode calibration images"
+    )
+
+
 def write_int8(context: ExportContext) -> StepResult:
     """An int8 copy of the ONNX model, compared with fp32 on the evaluation images."""
-    options, rows, method = context.options, context.train_rows, context.options.int8
+    method = context.options.int8
     calibration = None
     if method == "static":  # dynamic quantisation has no activation ranges to calibrate
-        chosen = calibration_indices(len(rows), options.calibration_images, options.seed)
-        calibration = preprocess_rows(
-            [rows[i] for i in chosen], context.raw_dir, context.spec, "decode calibration images"
-        )
-        context.say(f"int8 (static) quantisation, calibrated on {len(chosen)} training images")
+        calibration = _calibration_images(context)
+        context.say(f"int8 (static) quantisation, calibrated on {len(calibration)} training images")
     else:
         context.say(f"int8 ({method}) quantisation")
     calibrated_on = 0 if calibration is None else len(calibration)
@@ -148,6 +162,63 @@ def write_int8(context: ExportContext) -> StepResult:
     return StepResult(
         files={"onnx_int8": ONNX_INT8_FILE}, checks={"int8": report.to_dict() | {"split": split}}
     )
+
+
+def write_openvino(context: ExportContext) -> StepResult:
+    """The OpenVINO int8 model (NNCF) and bf16's accuracy, each against OpenVINO fp32 on the
+    evaluation images; where OpenVINO or NNCF is missing (or, for bf16, the CPU has no bf16
+    units) the checks record why (an error only when asked for with ``--openvino on``)."""
+    reason = openvino_int8_unavailable()
+    if reason is not None:
+        if context.options.openvino == "on":
+            raise ExportError(f"--openvino on: {reason}")
+        not_built = {"built": False, "reason": reason}
+        return StepResult(checks={"openvino_int8": not_built, "openvino_bf16": not_built})
+    int8 = _openvino_int8(context)
+    return StepResult(
+        files=int8.files, checks=int8.checks | {"openvino_bf16": _openvino_bf16(context)}
+    )
+
+
+def _openvino_int8(context: ExportContext) -> StepResult:
+    calibration = _calibration_images(context)
+    context.say(f"OpenVINO int8 (NNCF), calibrated on {len(calibration)} training images")
+    xml = quantize_openvino_int8(
+        context.onnx_path, context.staging / OPENVINO_INT8_FILE, calibration
+    )
+    calibrated_on = len(calibration)
+    del calibration  # the evaluation images are next
+    report = compare_openvino(
+        context.onnx_path, context.iter_eval_images(), context.eval_labels, int8_xml=xml,
+        calibration_images=calibrated_on,
+    )  # fmt: skip
+    split = context.eval_split
+    context.say(
+        f"OpenVINO int8 on {report.num_images} {split} images: accuracy "
+        f"{report.int8_accuracy:.4f} vs fp32 {report.fp32_accuracy:.4f}, "
+        f"{report.speedup:.2f}x fp32 throughput"
+    )
+    return StepResult(
+        files={
+            "openvino_int8": OPENVINO_INT8_FILE,
+            "openvino_int8_weights": OPENVINO_INT8_WEIGHTS_FILE,
+        },
+        checks={"openvino_int8": report.to_dict() | {"built": True, "split": split}},
+    )
+
+
+def _openvino_bf16(context: ExportContext) -> dict[str, Any]:
+    features = cpu_features()
+    if not (features["bf16"] or features["amx"]):
+        return {"built": False, "reason": "this CPU has no bf16 units (AVX512-BF16 or AMX)"}
+    report = compare_openvino(context.onnx_path, context.iter_eval_images(), context.eval_labels)
+    split = context.eval_split
+    context.say(
+        f"OpenVINO bf16 on {report.num_images} {split} images: accuracy "
+        f"{report.int8_accuracy:.4f} vs fp32 {report.fp32_accuracy:.4f}, "
+        f"{report.speedup:.2f}x fp32 throughput"
+    )
+    return report.to_dict() | {"built": True, "split": split}
 
 
 def write_triton(context: ExportContext) -> StepResult:
@@ -241,6 +312,7 @@ EXPORT_STEPS: tuple[ExportStep, ...] = (
     ExportStep("embeddings", write_similarity_index),
     ExportStep("open_world", write_open_world),  # issue 13: reads the embeddings
     ExportStep("int8", write_int8, wanted=_int8_wanted),
+    ExportStep("openvino", write_openvino, wanted=lambda options: options.openvino != "off"),
     ExportStep(
         "triton", write_triton, wanted=lambda options: options.triton, reads_package=True
     ),  # reads the temperature the open_world step fitted

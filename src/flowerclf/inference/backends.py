@@ -1,6 +1,9 @@
 """Runtimes that map a preprocessed batch ``(N, 3, S, S)`` float32 to probabilities and
-embeddings: ONNX Runtime (fp32 or int8) here; eager PyTorch and TensorRT in
-:mod:`flowerclf.models.torch_backends`, loaded only when asked for.
+embeddings: ONNX Runtime (fp32 or int8) here; OpenVINO (fp32 or int8) in
+:mod:`flowerclf.inference.openvino_backend` (an optional extra); eager PyTorch and TensorRT
+in :mod:`flowerclf.models.torch_backends`, loaded only when asked for; and ``auto``
+(:mod:`flowerclf.inference.auto`), the fastest of these that passes the package's checks
+on this machine.
 
 Each backend is built from a :class:`ModelPackage` alone.
 """
@@ -15,8 +18,15 @@ import numpy as np
 from flowerclf.core.errors import UsageError
 from flowerclf.core.hardware import physical_cores
 from flowerclf.core.package_format import INPUT_NAME, ModelPackage, PackageError
+from flowerclf.inference.auto import AutoBackend
+from flowerclf.inference.openvino_backend import OpenVinoBackend
 
-BACKENDS = ("onnx", "onnx_int8", "torch", "tensorrt")
+BACKENDS = (
+    "auto", "onnx", "onnx_int8", "openvino", "openvino_int8", "openvino_bf16", "torch",
+    "tensorrt",
+)  # fmt: skip
+DEFAULT_BACKEND = "auto"
+OPENVINO_NAMES = ("openvino", "openvino_int8", "openvino_bf16")
 # Backends that hold their tensors in PyTorch live with the torch code, which the runtime
 # install does not have; they are looked up by name when asked for.
 TORCH_BACKENDS = {"torch": "TorchBackend", "tensorrt": "TensorRTBackend"}
@@ -94,8 +104,24 @@ def _torch_backend(package: ModelPackage, name: str, threads: int | None) -> Bac
 
 
 def create_backend(package: ModelPackage, name: str, threads: int | None = None) -> Backend:
+    """The backend ``name`` (one of :data:`BACKENDS`) on ``package``.
+
+    Raises:
+        UsageError: an unknown name.
+        PackageError: the package lacks the file the backend reads, or torch is missing.
+        MissingExtraError: OpenVINO is not installed (``pip install 'flowerclf[openvino]'``).
+    """
+    if name == "auto":
+        return AutoBackend(package, create_fixed_backend, threads)
+    return create_fixed_backend(package, name, threads)
+
+
+def create_fixed_backend(package: ModelPackage, name: str, threads: int | None = None) -> Backend:
+    """One named runtime (every name of :data:`BACKENDS` but ``auto``)."""
     if name in ("onnx", "onnx_int8"):
         return OnnxBackend(package, name, threads)
+    if name in OPENVINO_NAMES:
+        return OpenVinoBackend(package, name, threads)
     if name in TORCH_BACKENDS:
         return _torch_backend(package, name, threads)
     raise UsageError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")

@@ -1,11 +1,15 @@
-"""``flowerclf benchmark``: PyTorch eager vs ONNX Runtime fp32 vs int8, on the same images.
+"""``flowerclf benchmark``: PyTorch eager, ONNX Runtime and OpenVINO (fp32 and int8), and
+``auto`` (what :class:`Classifier` picks on this machine), on the same images.
 
 Each runtime runs in its own fresh process (so peak resident memory is its own, and one
 runtime's thread pools cannot slow another), one after the other, on the same
 preprocessed images; preprocessing is excluded from those figures. ``end_to_end`` runs
-``Classifier.predict`` on the image files: decoding, preprocessing and ONNX fp32, which
-is what users get. With ``--targets FILE`` the report also says which of a project's
-goals (e.g. this project's scripts/benchmark_targets.json) the figures meet.
+``Classifier.predict`` on the image files with the default backend (``auto``): decoding,
+preprocessing and the model, which is what users get. ``limit`` is what the arithmetic
+allows: the measured fp32 matrix-product rate over the model's FLOPs per image; each
+runtime's ``limit_fraction`` is the share of it that runtime reaches. With ``--targets
+FILE`` the report also says which of a project's goals (e.g. this project's
+scripts/benchmark_targets.json) the figures meet.
 """
 
 from __future__ import annotations
@@ -25,15 +29,30 @@ from typing import Any
 import numpy as np
 
 from flowerclf.core.errors import UsageError
-from flowerclf.core.hardware import cpu_description, physical_cores
+from flowerclf.core.hardware import cpu_description, cpu_features, physical_cores
 from flowerclf.core.imaging import list_images
 from flowerclf.core.package_format import GALLERY_DIR, ModelPackage, load_package
 from flowerclf.core.preprocess import preprocess_eval
+from flowerclf.inference.auto import AutoBackend
 from flowerclf.inference.backends import create_backend
 from flowerclf.inference.classifier import Classifier
+from flowerclf.inference.cost import matmul_gflops, model_gflop_per_image
 from flowerclf.inference.inputs import to_rgb
 
-RUNTIME_BACKENDS = {"torch": "torch", "onnx_fp32": "onnx", "onnx_int8": "onnx_int8"}
+RUNTIME_BACKENDS = {
+    "torch": "torch",
+    "onnx_fp32": "onnx",
+    "onnx_int8": "onnx_int8",
+    "openvino_fp32": "openvino",
+    "openvino_int8": "openvino_int8",
+    "openvino_bf16": "openvino_bf16",
+    "auto": "auto",
+}
+# What the report copies from the export's int8 checks (accuracy measured on the test split).
+INT8_ACCURACY_KEYS = ("split", "num_images", "fp32_accuracy", "int8_accuracy",
+                      "accuracy_drop_points")  # fmt: skip
+# Runtimes whose model is a separate package file: skipped when the package has none.
+PACKAGE_FILES = {"onnx_int8": "onnx_int8", "openvino_int8": "openvino_int8"}
 MIN_SECONDS = 3.0  # per throughput measurement: long enough to average out jitter
 WORKING_SET = 64  # preprocessed images a runtime process holds (cycled for throughput)
 # The figures a targets file (``--targets``) may set goals for, and which way is better.
@@ -44,6 +63,9 @@ TARGET_FIGURES = {
     "onnx_fp32_p50_ms": "lower",
     "onnx_int8_vs_fp32": "higher",
     "int8_accuracy_drop_points": "lower",
+    "auto_vs_onnx_fp32": "higher",
+    "auto_vs_onnx_fp32_latency": "higher",
+    "end_to_end_vs_auto": "higher",
 }
 
 
@@ -86,7 +108,12 @@ def _measure_runtime(
         done += len(batch)
         count += 1
     seconds = time.perf_counter() - t0
-    return {
+    chosen = (
+        {"backend": runtime.name, "choice": runtime.choice.to_dict()}
+        if isinstance(runtime, AutoBackend)
+        else {}
+    )
+    return chosen | {
         "throughput_ips": round(done / seconds, 1),
         "p50_ms": _percentile_ms(latencies, 50),
         "p95_ms": _percentile_ms(latencies, 95),
@@ -100,11 +127,9 @@ def _measure_runtime(
 def _measure_end_to_end(
     model: str, paths: list[str], batch_size: int, threads: int | None, verify: bool = True
 ) -> dict[str, float]:
-    """Child process: files -> predictions through the public API (ONNX fp32)."""
+    """Child process: files -> predictions through the public API (default backend)."""
 
-    classifier = Classifier.load(
-        model, backend="onnx", batch_size=batch_size, threads=threads, verify=verify
-    )
+    classifier = Classifier.load(model, batch_size=batch_size, threads=threads, verify=verify)
     classifier.predict_each(paths[:batch_size])  # warm-up
     t0 = time.perf_counter()
     results = classifier.predict_each(paths)
@@ -112,9 +137,25 @@ def _measure_end_to_end(
     errors = sum(1 for r in results if not hasattr(r, "predicted_class"))
     return {
         "end_to_end_ips": round(len(paths) / seconds, 1),
+        "backend": classifier.backend_name,
         "images": len(paths),
         "errors": errors,
         "peak_rss_mb": round(_peak_rss_mb(), 1),
+    }
+
+
+def _measure_limit(model: str, verify: bool) -> dict[str, Any]:
+    """Child process: the machine's fp32 matmul rate and the model's FLOPs per image."""
+    by_engine = matmul_gflops()
+    gflops = max(rate for rate in by_engine.values() if rate is not None)
+    per_image = model_gflop_per_image(load_package(model, verify=verify))
+    return {
+        "matmul_gflops": gflops,
+        "matmul_gflops_by_engine": by_engine,
+        "model_gflop_per_image": per_image,
+        "limit_ips": round(gflops / per_image, 1) if per_image else None,
+        "how": "best fp32 2048x2048 matmul (NumPy BLAS, OpenVINO); FLOPs of Conv/MatMul/Gemm "
+        "at batch 1",
     }
 
 
@@ -158,7 +199,7 @@ def run_benchmark(
     num_images: int = 256,
     batch_size: int = 32,
     latency_runs: int = 100,
-    runtimes: Sequence[str] = ("torch", "onnx_fp32", "onnx_int8"),
+    runtimes: Sequence[str] = ("torch", "onnx_fp32", "onnx_int8", "openvino_fp32", "auto"),
     threads: int | None = None,
     verify: bool = True,
     targets: Mapping[str, float] | None = None,
@@ -185,6 +226,7 @@ def run_benchmark(
         "model": package.name,
         "version": package.version,
         "hardware": cpu_description(),
+        "cpu_features": (features := cpu_features()),
         "threads": threads or physical_cores(),
         "batch_size": batch_size,
         "images": {"count": len(paths), "source": source},
@@ -193,8 +235,11 @@ def run_benchmark(
         arrays_file = str(Path(tmp) / "images.npy")
         np.save(arrays_file, arrays)
         for name in runtimes:
-            if name == "onnx_int8" and package.file("onnx_int8") is None:
-                report[name] = {"skipped": "the package has no int8 model"}
+            if name in PACKAGE_FILES and package.file(PACKAGE_FILES[name]) is None:
+                report[name] = {"skipped": f"the package has no {name} model"}
+                continue
+            if name == "openvino_bf16" and not (features["bf16"] or features["amx"]):
+                report[name] = {"skipped": "this CPU has no bf16 units (AVX512-BF16 or AMX)"}
                 continue
             report[name] = _in_child(
                 _measure_runtime, model, RUNTIME_BACKENDS[name], arrays_file, batch_size,
@@ -203,21 +248,25 @@ def run_benchmark(
     end_to_end = _in_child(_measure_end_to_end, model, paths, batch_size, threads, verify)
     report["end_to_end_ips"] = end_to_end["end_to_end_ips"]
     report["end_to_end"] = end_to_end
+    report["limit"] = _in_child(_measure_limit, model, verify)
+    _add_limit_fractions(report)
     report["ratios"] = _ratios(report)
-    int8_check = package.descriptor.get("checks", {}).get("int8")
-    if int8_check:
-        report["int8_accuracy"] = {
-            k: int8_check[k]
-            for k in (
-                "split",
-                "num_images",
-                "fp32_accuracy",
-                "int8_accuracy",
-                "accuracy_drop_points",
-            )
-        }
+    checks = package.descriptor.get("checks", {})
+    for check, key in (("int8", "int8_accuracy"), ("openvino_int8", "openvino_int8_accuracy"),
+                       ("openvino_bf16", "openvino_bf16_accuracy")):  # fmt: skip
+        if checks.get(check, {}).get("accuracy_drop_points") is not None:
+            report[key] = {k: checks[check][k] for k in INT8_ACCURACY_KEYS}
     report["targets"] = judge_targets(report, targets or {})
     return report
+
+
+def _add_limit_fractions(report: dict[str, Any]) -> None:
+    """Each measured runtime's throughput as a share of the arithmetic limit."""
+    limit_ips = report["limit"].get("limit_ips")
+    for name in RUNTIME_BACKENDS:
+        row = report.get(name)
+        if limit_ips and row and row.get("throughput_ips"):
+            row["limit_fraction"] = round(row["throughput_ips"] / limit_ips, 3)
 
 
 def _ratios(report: dict[str, Any]) -> dict[str, float | None]:
@@ -228,14 +277,20 @@ def _ratios(report: dict[str, Any]) -> dict[str, float | None]:
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 2) if a and b else None
 
-    fp32, torch_ips, int8 = ips("onnx_fp32"), ips("torch"), ips("onnx_int8")
-    p50 = {n: report.get(n, {}).get("p50_ms") for n in ("torch", "onnx_fp32", "onnx_int8")}
+    p50 = {n: report.get(n, {}).get("p50_ms") for n in RUNTIME_BACKENDS}
+    fp32 = ips("onnx_fp32")
     return {
-        "onnx_fp32_vs_torch": ratio(fp32, torch_ips),
-        "onnx_int8_vs_fp32": ratio(int8, fp32),
+        "onnx_fp32_vs_torch": ratio(fp32, ips("torch")),
+        "onnx_int8_vs_fp32": ratio(ips("onnx_int8"), fp32),
         "onnx_fp32_vs_torch_latency": ratio(p50["torch"], p50["onnx_fp32"]),
         "onnx_int8_vs_fp32_latency": ratio(p50["onnx_fp32"], p50["onnx_int8"]),
         "end_to_end_vs_onnx_fp32": ratio(report.get("end_to_end_ips"), fp32),
+        "openvino_fp32_vs_onnx_fp32": ratio(ips("openvino_fp32"), fp32),
+        "openvino_int8_vs_fp32": ratio(ips("openvino_int8"), ips("openvino_fp32")),
+        "openvino_bf16_vs_fp32": ratio(ips("openvino_bf16"), ips("openvino_fp32")),
+        "auto_vs_onnx_fp32": ratio(ips("auto"), fp32),
+        "auto_vs_onnx_fp32_latency": ratio(p50["onnx_fp32"], p50["auto"]),
+        "end_to_end_vs_auto": ratio(report.get("end_to_end_ips"), ips("auto")),
     }
 
 
@@ -277,6 +332,9 @@ def judge_targets(
         "onnx_fp32_p50_ms": report.get("onnx_fp32", {}).get("p50_ms"),
         "onnx_int8_vs_fp32": ratios["onnx_int8_vs_fp32"],
         "int8_accuracy_drop_points": report.get("int8_accuracy", {}).get("accuracy_drop_points"),
+        "auto_vs_onnx_fp32": ratios.get("auto_vs_onnx_fp32"),
+        "auto_vs_onnx_fp32_latency": ratios.get("auto_vs_onnx_fp32_latency"),
+        "end_to_end_vs_auto": ratios.get("end_to_end_vs_auto"),
     }
     judged = {}
     for figure, better in TARGET_FIGURES.items():
@@ -288,26 +346,47 @@ def judge_targets(
     return judged
 
 
+def limit_line(report: dict[str, Any]) -> str | None:
+    """One line: the machine's fp32 rate, the model's FLOPs and the ceiling they make."""
+    limit = report.get("limit")
+    if not limit or not limit.get("limit_ips"):
+        return None
+    features = ", ".join(k for k, v in report.get("cpu_features", {}).items() if v) or "none"
+    return (
+        f"limit: fp32 matmul {limit['matmul_gflops']} GFLOP/s / "
+        f"{limit['model_gflop_per_image']} GFLOP per image = {limit['limit_ips']} img/s "
+        f"(CPU features: {features})"
+    )
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"model {report['model']} ({report['version']}) on {report['hardware']}, "
         f"{report['threads']} threads, batch {report['batch_size']}",
         f"images: {report['images']['count']} from {report['images']['source']}",
         "",
-        f"{'runtime':<11} {'img/s @bs':>10} {'p50 ms':>8} {'p95 ms':>8} {'peak RSS MB':>12}",
+        f"{'runtime':<14} {'img/s @bs':>10} {'of limit':>9} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'peak RSS MB':>12}",
     ]
     for name in RUNTIME_BACKENDS:
         row = report.get(name)
         if not row:
             continue
         if "skipped" in row:
-            lines.append(f"{name:<11} skipped: {row['skipped']}")
+            lines.append(f"{name:<14} skipped: {row['skipped']}")
             continue
+        fraction = row.get("limit_fraction")
         lines.append(
-            f"{name:<11} {row['throughput_ips']:>10.1f} {row['p50_ms']:>8.2f} "
+            f"{name:<14} {row['throughput_ips']:>10.1f} "
+            f"{'' if fraction is None else f'{fraction:.0%}':>9} {row['p50_ms']:>8.2f} "
             f"{row['p95_ms']:>8.2f} {row['peak_rss_mb']:>12.0f}"
         )
-    lines.append(f"end-to-end (decode + preprocess + ONNX fp32): {report['end_to_end_ips']} img/s")
+    if "backend" in report.get("auto", {}):
+        lines.append(f"auto picked: {report['auto']['backend']}")
+    backend = report.get("end_to_end", {}).get("backend", "auto")
+    lines.append(f"end-to-end (decode + preprocess + {backend}): {report['end_to_end_ips']} img/s")
+    if line := limit_line(report):
+        lines.append(line)
     lines.append("")
     lines.extend(f"{k}: {v}" for k, v in report["ratios"].items())
     lines.append("")

@@ -1,7 +1,8 @@
 """``Classifier``: load a model package, predict, embed, find similar training images.
 
 >>> from flowerclf import Classifier
->>> clf = Classifier.load("models/tf_flowers")            # ONNX Runtime by default
+>>> clf = Classifier.load("models/tf_flowers")            # the fastest runtime here
+>>> clf.backend_name                                        # e.g. 'openvino'
 >>> clf.predict("rose.jpg").to_dict()
 {'predicted_class': 'roses', 'confidence': 0.97, 'all_predictions': {...},
  'is_known': True, 'unknown_score': 0.21}
@@ -13,8 +14,9 @@ export); ``is_known`` is False for images unlike every training class (see
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, overload
@@ -23,11 +25,13 @@ import numpy as np
 from PIL import Image
 
 from flowerclf.core.errors import UsageError
+from flowerclf.core.hardware import decode_threads
 from flowerclf.core.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError
 from flowerclf.core.open_set import UNKNOWN_MESSAGE, OpenWorld, load_open_world
 from flowerclf.core.package_format import ModelPackage, load_package
 from flowerclf.core.preprocess import preprocess_eval
-from flowerclf.inference.backends import BACKENDS, Backend, create_backend
+from flowerclf.inference.auto import AutoBackend, AutoChoice
+from flowerclf.inference.backends import BACKENDS, DEFAULT_BACKEND, Backend, create_backend
 from flowerclf.inference.inputs import ImageInput, is_single_input, to_rgb
 from flowerclf.inference.similarity import (
     ITEMS_FILE,
@@ -157,8 +161,11 @@ class Classifier:
 
     Args:
         package: the loaded package (use :meth:`load`).
-        backend: ``onnx`` (default, ONNX Runtime fp32), ``onnx_int8``, ``torch`` or
-            ``tensorrt``.
+        backend: ``auto`` (default: the fastest runtime on this machine that passes the
+            package's checks, measured once and cached, see :mod:`flowerclf.inference.auto`),
+            ``onnx`` (ONNX Runtime fp32), ``onnx_int8``, ``openvino`` (fp32),
+            ``openvino_int8``, ``torch`` or ``tensorrt``. :attr:`backend_name` says which
+            runtime runs.
         batch_size: images per forward pass when predicting lists.
         threads: inference threads (default: physical cores).
         max_pixels: decompression-bomb guard for every input.
@@ -177,7 +184,7 @@ class Classifier:
     def __init__(
         self,
         package: ModelPackage,
-        backend: str = "onnx",
+        backend: str = DEFAULT_BACKEND,
         batch_size: int = DEFAULT_BATCH_SIZE,
         threads: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -192,23 +199,32 @@ class Classifier:
         self.package = package
         self.classes = package.classes
         self.spec = package.spec
-        self.backend_name = backend
         self.batch_size = max(1, batch_size)
         self.max_pixels = max_pixels
         self.tta = tta
         self._backend: Backend = create_backend(package, backend, threads)
+        self.requested_backend = backend
+        # The runtime that runs (for auto: what it picked, e.g. "openvino").
+        self.backend_name: str = self._backend.name
         self.open_world: OpenWorld = load_open_world(
             package.descriptor, package.root, reject=reject, threshold=reject_threshold,
             method=reject_method,
         )  # fmt: skip
         self._index: EmbeddingIndex | None = None
         self.similar_index = Path(similar_index) if similar_index is not None else None
-        # Decoding and resizing release the GIL: two threads keep the runtime fed.
-        self._decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flowerclf-decode")
+        # Decoding and resizing release the GIL: one thread per CPU keeps the runtime fed.
+        self._decode_pool = ThreadPoolExecutor(
+            max_workers=decode_threads(), thread_name_prefix="flowerclf-decode"
+        )
+
+    @property
+    def auto_choice(self) -> AutoChoice | None:
+        """What ``backend="auto"`` picked and measured (None for a named backend)."""
+        return self._backend.choice if isinstance(self._backend, AutoBackend) else None
 
     @classmethod
     def load(
-        cls, path: str | Path, backend: str = "onnx", verify: bool = True, **kwargs: Any
+        cls, path: str | Path, backend: str = DEFAULT_BACKEND, verify: bool = True, **kwargs: Any
     ) -> Classifier:
         """Load the package in directory ``path`` (see ``flowerclf export``).
 
@@ -236,10 +252,31 @@ class Classifier:
         image = to_rgb(x, max_pixels=self.max_pixels, target_short_side=self.spec.resize_size)
         return preprocess_eval(image, self.spec)
 
-    def _batches(self, items: Sequence[ImageInput]) -> Iterator[np.ndarray]:
+    def preprocess_batches(
+        self, items: Sequence[ImageInput]
+    ) -> Iterator[list[np.ndarray | ImageDecodeError]]:
+        """``items`` preprocessed in the decode pool, ``batch_size`` at a time, in order; an
+        unreadable item gives its :class:`ImageDecodeError` in its place.
+
+        The next batch is already decoding while the caller runs the model on this one, so
+        decoding and inference overlap; at most two batches are held at once. For commands
+        that score folders of images (``predict``, ``score``).
+        """
+        pending: deque[list[Future[np.ndarray | ImageDecodeError]]] = deque()
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
-            yield np.stack(list(self._decode_pool.map(self.preprocess, chunk)))
+            pending.append([self._decode_pool.submit(self._try_preprocess, x) for x in chunk])
+            if len(pending) > 1:
+                yield [future.result() for future in pending.popleft()]
+        while pending:
+            yield [future.result() for future in pending.popleft()]
+
+    def _batches(self, items: Sequence[ImageInput]) -> Iterator[np.ndarray]:
+        for arrays in self.preprocess_batches(items):
+            for array in arrays:
+                if isinstance(array, ImageDecodeError):
+                    raise array
+            yield np.stack(arrays)  # type: ignore[arg-type]
 
     def run_arrays(self, batch: np.ndarray, tta: bool | None = None) -> ModelOutputs:
         """Preprocessed ``(N, 3, S, S)`` -> calibrated probabilities, embeddings, unknown
@@ -306,12 +343,11 @@ class Classifier:
     ) -> list[Prediction | ImageDecodeError]:
         """Classify a list, one result per item: a bad item gives its error, not an exception.
 
-        Items are decoded in parallel and run in batches of ``batch_size``.
+        Items are decoded in parallel (the next batch while the model runs this one) and run
+        in batches of ``batch_size``.
         """
         results: list[Prediction | ImageDecodeError] = []
-        for start in range(0, len(items), self.batch_size):
-            chunk = items[start : start + self.batch_size]
-            arrays = list(self._decode_pool.map(self._try_preprocess, chunk))
+        for arrays in self.preprocess_batches(items):
             good = [a for a in arrays if isinstance(a, np.ndarray)]
             outputs = self.run_arrays(np.stack(good), tta) if good else None
             row = 0

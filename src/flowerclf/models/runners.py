@@ -1,8 +1,11 @@
-"""Run a torch module through ONNX Runtime, usually faster than eager PyTorch on CPU.
+"""Run a torch module through ONNX Runtime or OpenVINO, usually faster than eager PyTorch
+on CPU.
 
 Used for the frozen trunk of the CPU fast path and for batch evaluation. :func:`export_onnx`
 is the project's only call of ``torch.onnx.export``: the model package of ``flowerclf
-export`` is written with it too.
+export`` is written with it too. ``auto`` is OpenVINO where it is installed (on the CPUs
+measured it runs these CNNs at least as fast as ONNX Runtime, often faster), else ONNX
+Runtime.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from torch import nn
 from flowerclf.core.errors import ConfigError
 from flowerclf.core.package_format import INPUT_NAME
 from flowerclf.inference.backends import onnx_session_options
+from flowerclf.inference.openvino_backend import compile_config, import_openvino, openvino_available
 
 Runner = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
 ONNX_OPSET = 17
+RUNTIMES = ("auto", "onnx", "openvino", "torch")
 
 
 def export_onnx(
@@ -97,6 +102,32 @@ def onnx_runner(
     return run
 
 
+def openvino_runner(
+    module: nn.Module, input_size: int, output_names: Sequence[str], threads: int | None = None
+) -> Runner:
+    """Export ``module`` to a temporary ONNX file, compile it with OpenVINO (fp32) and
+    return ``images -> outputs``. One infer request: the caller runs one batch at a time."""
+    ov = import_openvino()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(module, Path(tmp) / "model.onnx", input_size, output_names)
+        compiled = ov.Core().compile_model(str(path), "CPU", compile_config(threads))
+    request = compiled.create_infer_request()
+
+    def run(images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        request.infer({INPUT_NAME: images.float().numpy()})
+        # Copies: the request reuses its output buffers on the next call.
+        return tuple(torch.from_numpy(request.get_tensor(n).data.copy()) for n in output_names)
+
+    return run
+
+
+def resolve_runtime(runtime: str) -> str:
+    """``auto`` -> ``openvino`` where OpenVINO is installed, else ``onnx``; others as given."""
+    if runtime == "auto":
+        return "openvino" if openvino_available() else "onnx"
+    return runtime
+
+
 def torch_runner(module: nn.Module) -> Runner:
     """Eager PyTorch ``images -> outputs`` (tuple), in inference mode."""
     module.eval()
@@ -112,9 +143,13 @@ def torch_runner(module: nn.Module) -> Runner:
 def make_runner(
     module: nn.Module, runtime: str, input_size: int, output_names: Sequence[str]
 ) -> Runner:
-    """``runtime``: ``onnx`` (ONNX Runtime, CPU) or ``torch`` (eager, module's device)."""
+    """``runtime``: ``auto`` (see :func:`resolve_runtime`), ``onnx`` (ONNX Runtime, CPU),
+    ``openvino`` (OpenVINO fp32, CPU) or ``torch`` (eager, the module's device)."""
+    runtime = resolve_runtime(runtime)
     if runtime == "onnx":
         return onnx_runner(module, input_size, output_names)
+    if runtime == "openvino":
+        return openvino_runner(module, input_size, output_names)
     if runtime == "torch":
         return torch_runner(module)
-    raise ConfigError(f"unknown runtime {runtime!r}; valid: onnx, torch")
+    raise ConfigError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")

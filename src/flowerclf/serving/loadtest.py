@@ -51,7 +51,7 @@ class LoadTestConfig:
     requests: int = 2000
     concurrency: int = 8
     duration_s: float = 300.0
-    backend: str = "onnx"
+    backend: str = "auto"
     baseline: bool = True
     micro_batch: bool = False
     warmup: int = 64

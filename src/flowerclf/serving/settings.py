@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flowerclf.core.hardware import decode_threads as cpu_decode_threads
 from flowerclf.core.imaging import DEFAULT_MAX_PIXELS
 from flowerclf.serving import ENV_PREFIX
 
@@ -28,7 +29,11 @@ class ServeSettings(BaseSettings):
     verify_package: bool = Field(
         True, description="check the package's files against their sha256 at load (false: dev)"
     )
-    backend: str = Field("onnx", description="onnx | onnx_int8 | torch | tensorrt")
+    backend: str = Field(
+        "auto",
+        description="auto (fastest here, measured once) | onnx | onnx_int8 | openvino | "
+        "openvino_int8 | torch | tensorrt",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
@@ -52,7 +57,10 @@ class ServeSettings(BaseSettings):
     micro_batch_wait_ms: float = Field(
         2.0, ge=0.0, le=1000.0, description="longest a request waits for others to join"
     )
-    decode_threads: int = Field(2, ge=1, le=64, description="threads decoding uploads")
+    decode_threads: int = Field(
+        default_factory=cpu_decode_threads, ge=1, le=64,
+        description="threads decoding uploads (default: one per CPU, at most 8)",
+    )  # fmt: skip
     large_image_pixels: int = Field(
         12_000_000,
         ge=1,
