@@ -42,7 +42,7 @@ def _score(args: argparse.Namespace) -> int:
 
 def register_score(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from flowerclf.inference.backends import BACKENDS
-    from flowerclf.scoring.job import DEFAULT_PARTITION_SIZE, ENGINES
+    from flowerclf.scoring.limits import DEFAULT_PARTITION_SIZE, ENGINES
 
     score = commands.add_parser(
         "score",

@@ -22,6 +22,7 @@ from flowerclf.core.open_set import load_open_world
 from flowerclf.core.package_format import ModelPackage, load_package
 from flowerclf.inference.classifier import DEFAULT_BATCH_SIZE
 from flowerclf.scoring.inputs import resolve_inputs
+from flowerclf.scoring.limits import DEFAULT_PARTITION_SIZE, ENGINES
 from flowerclf.scoring.local import run_local
 from flowerclf.scoring.output import (
     JobRecord,
@@ -33,9 +34,6 @@ from flowerclf.scoring.output import (
 from flowerclf.scoring.rows import ScorerSettings, schema_for
 
 log = logging.getLogger(__name__)
-
-ENGINES = ("local", "spark")
-DEFAULT_PARTITION_SIZE = 1024
 
 
 @dataclass(frozen=True)
