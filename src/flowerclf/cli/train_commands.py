@@ -84,26 +84,29 @@ def _evaluate_ood(args: argparse.Namespace) -> int:
     )
 
 
-def _evaluate_robustness(args: argparse.Namespace) -> int:
-    from flowerclf.evaluation.robustness import evaluate_robustness
-
-    _require_package(args.target, "--robustness")
+def _evaluate_package(
+    args: argparse.Namespace, flag: str, run: Callable[..., dict[str, Any]]
+) -> int:
+    """A package report that takes data.root=, out= and ood.max_images= (``--robustness``,
+    ``--tta``)."""
+    _require_package(args.target, flag)
     options = _parse_ood_options(args.options)
     unknown = set(options) - {"data_root", "out", "max_images"}
     if unknown:
-        raise UsageError(f"--robustness takes data.root=, out=, ood.max_images=; not {unknown}")
-    return _print_package_report(args, evaluate_robustness(args.target, **options))
+        raise UsageError(f"{flag} takes data.root=, out=, ood.max_images=; not {unknown}")
+    return _print_package_report(args, run(args.target, **options))
+
+
+def _evaluate_robustness(args: argparse.Namespace) -> int:
+    from flowerclf.evaluation.robustness import evaluate_robustness
+
+    return _evaluate_package(args, "--robustness", evaluate_robustness)
 
 
 def _evaluate_tta(args: argparse.Namespace) -> int:
     from flowerclf.evaluation.tta import evaluate_tta
 
-    _require_package(args.target, "--tta")
-    options = _parse_ood_options(args.options)
-    unknown = set(options) - {"data_root", "out", "max_images"}
-    if unknown:
-        raise UsageError(f"--tta takes data.root=, out=, ood.max_images=; not {unknown}")
-    return _print_package_report(args, evaluate_tta(args.target, **options))
+    return _evaluate_package(args, "--tta", evaluate_tta)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
