@@ -44,6 +44,7 @@ def evaluate_tta(
     known: dict[str, list[np.ndarray]] = {mode: [] for mode in MODES}
     seconds = dict.fromkeys(MODES, 0.0)
     with Classifier.load(package.root) as classifier:
+        backend = classifier.backend_name
         step = classifier.batch_size
         for start in range(0, len(rows), step):
             chunk = rows[start : start + step]
@@ -68,7 +69,7 @@ def evaluate_tta(
     }
     report: dict[str, Any] = {
         "package": str(package.root), "name": package.name, "split": "test",
-        "count": len(rows), "results": results,
+        "count": len(rows), "backend": backend, "results": results,
         "accuracy_gain_points": 100 * (results["tta"]["accuracy"] - results["single"]["accuracy"]),
         "cost_ratio": results["tta"]["ms_per_image"] / results["single"]["ms_per_image"],
     }  # fmt: skip
@@ -99,7 +100,8 @@ def render_tta_markdown(report: dict[str, Any]) -> str:
         f"# Test-time augmentation: {report['name']}",
         "",
         f"{report['count']} {report['split']} images; `tta` averages each image with its "
-        "mirror image. Model time only (decoding excluded), this machine.",
+        f"mirror image. Runtime `{report['backend']}` (the default `auto` choice on this "
+        "machine); model time only (decoding excluded).",
         "",
         "| mode | accuracy | macro-F1 | ECE | NLL | called known | ms / image |",
         "|---|---:|---:|---:|---:|---:|---:|",
