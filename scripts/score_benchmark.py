@@ -49,7 +49,9 @@ def _warm_page_cache(paths: list[str]) -> None:
 
 
 def _predict_in_memory(model: str, paths: list[str], batch_size: int) -> dict[str, Any]:
-    with Classifier.load(model, batch_size=batch_size) as classifier:
+    # The scoring engines run ONNX Runtime sessions (score's default backend): so does the
+    # baseline, or the ratios would compare runtimes instead of engines.
+    with Classifier.load(model, backend="onnx", batch_size=batch_size) as classifier:
         started = perf_counter()
         for start in range(0, len(paths), batch_size * 4):
             classifier.predict_each(paths[start : start + batch_size * 4])
