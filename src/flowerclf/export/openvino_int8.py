@@ -22,7 +22,7 @@ import numpy as np
 
 from flowerclf.core.errors import UsageError
 from flowerclf.core.package_format import INPUT_NAME
-from flowerclf.export.quantize import Int8Report
+from flowerclf.export.quantize import Int8Report, int8_report
 from flowerclf.inference.openvino_backend import compile_config
 
 RUN_BATCH = 32
@@ -100,21 +100,10 @@ def compare_openvino(
             seconds[name] += time.perf_counter() - started
     if not predictions["fp32"]:
         raise UsageError("the int8 comparison needs at least one evaluation image")
-    fp32_top1, int8_top1 = (np.concatenate(predictions[n]) for n in ("fp32", "int8"))
-    if len(fp32_top1) != len(labels):
-        raise ValueError(f"{len(fp32_top1)} images but {len(labels)} labels")
-    fp32_acc, int8_acc = float((fp32_top1 == labels).mean()), float((int8_top1 == labels).mean())
-    fp32_ips = len(labels) / max(seconds["fp32"], 1e-9)
-    int8_ips = len(labels) / max(seconds["int8"], 1e-9)
-    return Int8Report(
-        method=METHOD if int8_xml is not None else BF16_METHOD,
-        num_images=len(labels),
-        calibration_images=calibration_images,
-        fp32_accuracy=round(fp32_acc, 6),
-        int8_accuracy=round(int8_acc, 6),
-        accuracy_drop_points=round(100 * (fp32_acc - int8_acc), 3),
-        top1_agreement=round(float((fp32_top1 == int8_top1).mean()), 6),
-        fp32_ips=round(fp32_ips, 1),
-        int8_ips=round(int8_ips, 1),
-        speedup=round(int8_ips / max(fp32_ips, 1e-9), 3),
+    return int8_report(
+        METHOD if int8_xml is not None else BF16_METHOD,
+        labels,
+        (np.concatenate(predictions["fp32"]), np.concatenate(predictions["int8"])),
+        (seconds["fp32"], seconds["int8"]),
+        calibration_images,
     )

@@ -169,14 +169,31 @@ def compare_int8(
         int8_s += time.perf_counter() - started
     if not fp32_probs:
         raise UsageError("the int8 comparison needs at least one evaluation image")
-    fp32_top1 = np.concatenate(fp32_probs).argmax(1)
-    int8_top1 = np.concatenate(int8_probs).argmax(1)
+    return int8_report(
+        method,
+        labels,
+        (np.concatenate(fp32_probs).argmax(1), np.concatenate(int8_probs).argmax(1)),
+        (fp32_s, int8_s),
+        calibration_images,
+    )
+
+
+def int8_report(
+    method: str,
+    labels: np.ndarray,
+    top1: tuple[np.ndarray, np.ndarray],
+    seconds: tuple[float, float],
+    calibration_images: int,
+) -> Int8Report:
+    """The comparison's figures from each model's top-1 predictions (fp32, reduced
+    precision) and the seconds each took on the same images."""
+    fp32_top1, int8_top1 = top1
     if len(fp32_top1) != len(labels):
         raise ValueError(f"{len(fp32_top1)} images but {len(labels)} labels")
     fp32_acc = float((fp32_top1 == labels).mean())
     int8_acc = float((int8_top1 == labels).mean())
-    fp32_ips = len(labels) / max(fp32_s, 1e-9)
-    int8_ips = len(labels) / max(int8_s, 1e-9)
+    fp32_ips = len(labels) / max(seconds[0], 1e-9)
+    int8_ips = len(labels) / max(seconds[1], 1e-9)
     return Int8Report(
         method=method,
         num_images=len(labels),
