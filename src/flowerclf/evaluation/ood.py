@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -272,14 +272,29 @@ def evaluate_ood(
               for name, images in groups.items() if images}  # fmt: skip
     classifier.close()
     report = _report(package, known, scored, open_world.thresholds, open_world.method, notes)
-    out_dir = Path(out) if out else package.root.parent / f"{package.root.name}-ood"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = report_dir(package, out, "ood")
     report["plots"] = {"histograms": str(_plot(known, scored, open_world.thresholds,
                                               out_dir / "ood_histograms.png"))}  # fmt: skip
-    json_path, md_path = out_dir / "ood.json", out_dir / "ood.md"
+    return write_report(report, out_dir, "ood", render_ood_markdown)
+
+
+def report_dir(package: ModelPackage, out: str | Path | None, kind: str) -> Path:
+    """Where a package report of ``kind`` goes: ``out``, else ``<package>-<kind>`` beside
+    the package (created)."""
+    out_dir = Path(out) if out else package.root.parent / f"{package.root.name}-{kind}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def write_report(
+    report: dict[str, Any], out_dir: Path, kind: str, render: Callable[[dict[str, Any]], str]
+) -> dict[str, Any]:
+    """Write ``report`` as ``<kind>.json`` and its Markdown as ``<kind>.md`` in ``out_dir``
+    (both paths recorded in the report), and return it."""
+    json_path, md_path = out_dir / f"{kind}.json", out_dir / f"{kind}.md"
     report["report"] = {"json": str(json_path), "markdown": str(md_path)}
     json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    md_path.write_text(render_ood_markdown(report), encoding="utf-8")
+    md_path.write_text(render(report), encoding="utf-8")
     return report
 
 

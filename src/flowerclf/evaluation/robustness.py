@@ -11,7 +11,6 @@ and ``robustness.png``.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from flowerclf.core.imaging import load_rgb
 from flowerclf.core.package_format import load_package
-from flowerclf.evaluation.ood import package_test_rows
+from flowerclf.evaluation.ood import package_test_rows, report_dir, write_report
 from flowerclf.inference.classifier import Classifier
 
 Corruption = Callable[[Image.Image], Image.Image]
@@ -134,14 +133,9 @@ def evaluate_robustness(
         }
     report: dict[str, Any] = {"package": str(package.root), "name": package.name,
                               "split": "test", "count": len(rows), "results": table}  # fmt: skip
-    out_dir = Path(out) if out else package.root.parent / f"{package.root.name}-robustness"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = report_dir(package, out, "robustness")
     report["plots"] = {"accuracy": str(_plot(table, out_dir / "robustness.png"))}
-    json_path, md_path = out_dir / "robustness.json", out_dir / "robustness.md"
-    report["report"] = {"json": str(json_path), "markdown": str(md_path)}
-    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    md_path.write_text(render_robustness_markdown(report), encoding="utf-8")
-    return report
+    return write_report(report, out_dir, "robustness", render_robustness_markdown)
 
 
 def render_robustness_markdown(report: dict[str, Any]) -> str:

@@ -9,7 +9,6 @@ then the gain in points and the cost ratio.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 
 from flowerclf.core.imaging import load_rgb
 from flowerclf.core.package_format import load_package
-from flowerclf.evaluation.ood import package_test_rows
+from flowerclf.evaluation.ood import package_test_rows, report_dir, write_report
 from flowerclf.inference.classifier import Classifier
 from flowerclf.metrics.classification import classification_metrics
 
@@ -73,13 +72,7 @@ def evaluate_tta(
         "accuracy_gain_points": 100 * (results["tta"]["accuracy"] - results["single"]["accuracy"]),
         "cost_ratio": results["tta"]["ms_per_image"] / results["single"]["ms_per_image"],
     }  # fmt: skip
-    out_dir = Path(out) if out else package.root.parent / f"{package.root.name}-tta"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "tta.json", out_dir / "tta.md"
-    report["report"] = {"json": str(json_path), "markdown": str(md_path)}
-    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    md_path.write_text(render_tta_markdown(report), encoding="utf-8")
-    return report
+    return write_report(report, report_dir(package, out, "tta"), "tta", render_tta_markdown)
 
 
 def _mode_metrics(
