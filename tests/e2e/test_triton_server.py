@@ -1,9 +1,9 @@
 """A real Triton Inference Server on an exported package's ``triton/`` repository.
 
 The ``tritonserver`` binary of the nvidia-pytriton wheel runs the package's ensemble (its
-Python preprocessing step, the ONNX model, dynamic batching); tritonclient talks to it over
-HTTP and gRPC, and the answers must be ``Classifier``'s: same top-1, probabilities and
-embeddings within 1e-4.
+Python preprocessing step, the ONNX model, the Python rejection step, dynamic batching);
+tritonclient talks to it over HTTP and gRPC, and the answers must be ``Classifier``'s: same
+top-1, probabilities and embeddings within 1e-4, same unknown scores and ``is_known``.
 
 Needs the wheel (``pip install --no-deps nvidia-pytriton``) and the stub's environment
 (``flowerclf serve-triton --prepare-env``, run by ``make install``); skipped with the reason
@@ -70,7 +70,12 @@ def test_triton_answers_like_the_classifier_over_http_and_grpc_with_dynamic_batc
     classifier = Classifier.load(model_package.package)
     expected = classifier.predict_proba(images)
     expected_embeddings = classifier.embed(images)
-    expected_top1 = [p.predicted_class for p in classifier.predict(images)]
+    predictions = classifier.predict(images)
+    expected_top1 = [p.predicted_class for p in predictions]
+    # The package's rejection, as the Python API applies it (unknown images are mixed in:
+    # the training images are known, so the scores near the threshold matter less here).
+    expected_scores = np.array([p.unknown_score for p in predictions], dtype=np.float64)
+    expected_known = [p.is_known for p in predictions]
     data = np.array([[path.read_bytes()] for path in images], dtype=np.object_)
 
     options = TritonOptions(
@@ -96,6 +101,11 @@ def test_triton_answers_like_the_classifier_over_http_and_grpc_with_dynamic_batc
             )
             top1 = [classifier.classes[i] for i in probabilities.argmax(axis=1)]
             assert top1 == expected_top1, name
+            np.testing.assert_allclose(
+                answer.as_numpy("unknown_score")[:, 0], expected_scores, rtol=1e-3, atol=1e-4,
+                err_msg=name,
+            )  # fmt: skip
+            assert answer.as_numpy("is_known")[:, 0].tolist() == expected_known, name
 
         # Dynamic batching: on, and it merges concurrent one-image requests into batches.
         http = httpclient.InferenceServerClient(server.http_url, concurrency=32)

@@ -143,3 +143,23 @@ def test_cpu_features_from_cpuinfo_flags() -> None:
     assert cpu_features(haswell) == {
         "avx2": True, "avx512": False, "vnni": False, "bf16": False, "amx": False,
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("figures", "expected"),
+    [
+        # One runtime wins both: nothing to decide.
+        ({"onnx": (6.0, 100.0), "openvino": (5.0, 150.0)}, ("openvino", "openvino")),
+        # The throughput winner is 10 % slower at batch 1: it serves both (one thread pool).
+        ({"onnx": (5.0, 100.0), "openvino": (5.5, 150.0)}, ("openvino", "openvino")),
+        # The latency winner gives up only 5 % of throughput: it serves both.
+        ({"onnx": (3.0, 142.5), "openvino": (5.5, 150.0)}, ("onnx", "onnx")),
+        # Far apart at both tasks: each batch class keeps its own winner.
+        ({"onnx": (3.0, 100.0), "openvino": (5.5, 150.0)}, ("onnx", "openvino")),
+    ],
+)
+def test_one_runtime_serves_both_batch_classes_unless_the_gap_is_large(
+    figures: dict[str, tuple[float, float]], expected: tuple[str, str]
+) -> None:
+    table = {name: {"p50_ms": p50, "batch_ips": ips} for name, (p50, ips) in figures.items()}
+    assert auto.pick_winners(table, list(table)) == expected

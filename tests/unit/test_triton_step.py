@@ -18,9 +18,15 @@ import pytest
 from PIL import Image
 
 from flowerclf.core.imaging import ImageDecodeError, decode_rgb
+from flowerclf.core.open_set import OpenSetStats, load_open_world
 from flowerclf.core.package_format import INPUT_NAME
 from flowerclf.core.preprocess import PreprocessSpec, preprocess_eval
-from flowerclf.export.triton import PREPROCESS_MODEL, write_triton_repository
+from flowerclf.export.triton import (
+    ENSEMBLE_MODEL,
+    PREPROCESS_MODEL,
+    REJECT_MODEL,
+    write_triton_repository,
+)
 from tests.helpers.images import encode, make_photo
 
 SPEC = PreprocessSpec(input_size=32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
@@ -130,14 +136,110 @@ def test_triton_step_decodes_and_refuses_like_decode_rgb(step_dir: Path, tmp_pat
     assert set(errors) == {"pcx.pcx", "huge.png"}
 
 
-def test_triton_step_ships_flowerclf_core_files_unchanged(step_dir: Path) -> None:
+def test_triton_step_ships_flowerclf_core_files_with_relative_imports_only(
+    step_dir: Path,
+) -> None:
     import flowerclf.core.errors
     import flowerclf.core.imaging
+    import flowerclf.core.open_set
     import flowerclf.core.preprocess
 
-    for module in (flowerclf.core.errors, flowerclf.core.imaging, flowerclf.core.preprocess):
-        source = Path(str(module.__file__))
-        assert (step_dir / "flowerclf_core" / source.name).read_bytes() == source.read_bytes()
+    modules = (flowerclf.core.errors, flowerclf.core.imaging, flowerclf.core.preprocess,
+               flowerclf.core.open_set)  # fmt: skip
+    for module in modules:
+        source = Path(str(module.__file__)).read_text()
+        shipped = (step_dir / "flowerclf_core" / Path(str(module.__file__)).name).read_text()
+        assert shipped == source.replace("from flowerclf.core.", "from .")
+        assert "flowerclf.core" not in shipped.replace("flowerclf.core's", "")
+
+
+_RUN_REJECT = textwrap.dedent(
+    """
+    import json, sys, types
+    import numpy as np
+    sys.modules["flowerclf"] = None  # Triton's environment has no flowerclf installed
+    step_dir, inputs, out = sys.argv[1:4]
+    sys.path.insert(0, step_dir)
+
+    class Tensor:
+        def __init__(self, name, array):
+            self.name, self.array = name, array
+        def as_numpy(self):
+            return self.array
+
+    sys.modules["triton_python_backend_utils"] = types.SimpleNamespace(
+        Tensor=Tensor,
+        InferenceResponse=lambda output_tensors=None, error=None: output_tensors,
+        get_input_tensor_by_name=lambda request, name: request[name],
+    )
+    import model
+    step = model.TritonPythonModel()
+    step.initialize({})
+    data = np.load(inputs)
+    # Two requests, as Triton's dynamic batcher may send them.
+    requests = [
+        {"logits": Tensor("logits", data["logits"][part]),
+         "embeddings": Tensor("embeddings", data["embeddings"][part])}
+        for part in (slice(0, 3), slice(3, None))
+    ]
+    outputs = [dict((t.name, t.array) for t in response) for response in step.execute(requests)]
+    np.savez(out, unknown_score=np.concatenate([o["unknown_score"] for o in outputs]),
+             is_known=np.concatenate([o["is_known"] for o in outputs]))
+    """
+)
+
+
+@pytest.mark.parametrize("method", ["knn", "mahalanobis", "energy"])
+def test_triton_reject_step_answers_like_the_package_open_world(
+    method: str, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    bank = rng.standard_normal((40, 8)).astype(np.float32)
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    stats = OpenSetStats(bank=bank, class_means=rng.standard_normal((2, 8)),
+                         precision=np.eye(8), k=3)  # fmt: skip
+    stats_path = stats.save(tmp_path / "open_set.npz")
+    logits = rng.standard_normal((7, 2)).astype(np.float32) * 3
+    embeddings = rng.standard_normal((7, 8)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    section = {"temperature": 1.3, "reject": {"method": method, "keep": 0.95}}
+    expected_world = load_open_world(
+        {"open_world": section, "files": {"open_set": "open_set.npz"}}, tmp_path, threshold=0.0
+    )
+    scores = expected_world.scores(logits, embeddings)
+    assert scores is not None
+    threshold = float(np.median(scores))  # some known, some not
+    section["reject"]["thresholds"] = {method: threshold}
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"not used by the rejection step")
+    repo = write_triton_repository(
+        # (temperature 1: the placeholder ONNX file is copied, not rewritten; the step reads
+        # the temperature from the section)
+        tmp_path / "triton", onnx, ["a", "b"], SPEC, 8,
+        open_world=section, open_set_stats=stats_path,
+    )  # fmt: skip
+    np.savez(tmp_path / "inputs.npz", logits=logits, embeddings=embeddings)
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_REJECT, str(repo / REJECT_MODEL / "1"),
+         str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answered = np.load(tmp_path / "out.npz")
+    np.testing.assert_allclose(answered["unknown_score"][:, 0], scores, rtol=1e-6)
+    assert answered["is_known"][:, 0].tolist() == [bool(s <= threshold) for s in scores]
+    assert 0 < answered["is_known"].sum() < len(scores)
+    ensemble = (repo / ENSEMBLE_MODEL / "config.pbtxt").read_text()
+    assert f'model_name: "{REJECT_MODEL}"' in ensemble and '"is_known"' in ensemble
+
+
+def test_triton_ensemble_has_no_rejection_step_without_a_method(tmp_path: Path) -> None:
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"unused")
+    repo = write_triton_repository(tmp_path / "triton", onnx, ["a", "b"], SPEC, 8,
+                                   open_world={"temperature": 1.0})  # fmt: skip
+    assert not (repo / REJECT_MODEL).exists()
+    assert "is_known" not in (repo / ENSEMBLE_MODEL / "config.pbtxt").read_text()
 
 
 def _tiny_onnx(tmp_path: Path) -> Path:

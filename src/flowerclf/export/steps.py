@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from flowerclf.core.errors import ExportError, TensorRTUnavailableError
 from flowerclf.core.hardware import cpu_features
+from flowerclf.core.open_set import OPEN_SET_FILE_KEY, OPEN_WORLD_KEY
 from flowerclf.core.package_format import (
     CONFIG_FILE,
     EMBEDDINGS_FILE,
@@ -222,9 +223,13 @@ def _openvino_bf16(context: ExportContext) -> dict[str, Any]:
 
 
 def write_triton(context: ExportContext) -> StepResult:
-    """A Triton model repository: preprocessing step, ONNX model and their ensemble,
-    returning the package's calibrated probabilities (its ``open_world`` temperature)."""
-    open_world = load_package(context.staging, verify=False).descriptor.get("open_world", {})
+    """A Triton model repository: preprocessing step, ONNX model, rejection step and their
+    ensemble, returning the package's calibrated probabilities (its ``open_world``
+    temperature) and, where the package has a rejection method, ``unknown_score`` and
+    ``is_known`` as every other runtime answers them."""
+    descriptor = load_package(context.staging, verify=False).descriptor
+    open_world = descriptor.get(OPEN_WORLD_KEY, {})
+    stats = descriptor.get("files", {}).get(OPEN_SET_FILE_KEY)
     write_triton_repository(
         context.staging / TRITON_DIR,
         context.onnx_path,
@@ -232,6 +237,8 @@ def write_triton(context: ExportContext) -> StepResult:
         context.spec,
         context.embedding_dim,
         temperature=float(open_world.get("temperature", 1.0)),
+        open_world=open_world,
+        open_set_stats=context.staging / stats if stats else None,
     )
     return StepResult(files={"triton": TRITON_DIR})
 

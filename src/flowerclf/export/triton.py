@@ -12,19 +12,29 @@ Layout (``tritonserver --model-repository <package>/triton`` loads it as is)::
         1/model.py
         1/flowerclf_preprocess_spec.json
         1/flowerclf_core/     flowerclf's own decoding and preprocessing, copied verbatim
-      flowerclf/              ensemble: bytes in -> probabilities + embeddings out
-        config.pbtxt
+      flowerclf_reject/       Python backend: logits + embeddings -> unknown_score, is_known
+        config.pbtxt            (where the package has a rejection method)
+        1/model.py
+        1/flowerclf_open_world.json, 1/open_set.npz, 1/flowerclf_core/
+      flowerclf/              ensemble: bytes in -> probabilities + embeddings (+ unknown_score,
+        config.pbtxt            is_known) out
         1/
 
 Probabilities are the package's calibrated ones, as every other runtime returns: the ONNX
 copy in ``flowerclf_onnx/1`` divides the logits by the package's temperature
 (``open_world.temperature``) before its softmax (``logits`` stay raw, as in ``model.onnx``).
 
+Unknown-image rejection is not re-implemented either: the ``flowerclf_reject`` step loads
+the package's ``open_world`` section and statistics with ``load_open_world`` and scores with
+``OpenWorld.scores``, the code every other runtime runs, and answers ``is_known`` against the
+package's threshold (as ``Classifier`` does with rejection on).
+
 Preprocessing is not re-implemented for Triton: the Python step runs the same
 ``decode_rgb`` (format allow-list, pixel limit, shrink-on-decode, 16-bit/CMYK/alpha
 handling, EXIF orientation) and ``preprocess_eval`` with the same spec as every other
 runtime. Those modules need only NumPy and Pillow, so they are shipped as files next to the
-step (``flowerclf_core``) and Triton's Python environment needs no flowerclf install.
+step (``flowerclf_core``) and Triton's Python environment needs no flowerclf install; the
+one change in the copies is that their ``flowerclf.core`` imports are made relative.
 """
 
 from __future__ import annotations
@@ -32,22 +42,27 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import flowerclf.core.errors as errors_module
 import flowerclf.core.imaging as imaging_module
+import flowerclf.core.open_set as open_set_module
 import flowerclf.core.preprocess as preprocess_module
+from flowerclf.core.open_set import OPEN_SET_FILE, OPEN_SET_FILE_KEY, OPEN_WORLD_KEY
 from flowerclf.core.package_format import INPUT_NAME
 from flowerclf.core.preprocess import PreprocessSpec
 
 ONNX_MODEL = "flowerclf_onnx"
 PREPROCESS_MODEL = "flowerclf_preprocess"
+REJECT_MODEL = "flowerclf_reject"
 ENSEMBLE_MODEL = "flowerclf"
+OPEN_WORLD_FILE = "flowerclf_open_world.json"
 MAX_BATCH_SIZE = 32
 SPEC_FILE = "flowerclf_preprocess_spec.json"
 # The package the Python step imports its decoding and preprocessing from; its modules are
 # flowerclf.core's, copied unchanged (imaging imports errors relatively for this reason).
 SHIPPED_PACKAGE = "flowerclf_core"
-SHIPPED_MODULES = (errors_module, imaging_module, preprocess_module)
+SHIPPED_MODULES = (errors_module, imaging_module, preprocess_module, open_set_module)
 
 _PYTHON_MODEL = '''\
 """Triton Python backend: encoded image bytes -> flowerclf preprocessed float32 tensor.
@@ -88,6 +103,43 @@ class TritonPythonModel:
                 continue
             out = pb_utils.Tensor("{input_name}", batch.astype(np.float32))
             responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+        return responses
+'''
+
+_REJECT_MODEL = '''\
+"""Triton Python backend: logits + embeddings -> unknown_score, is_known.
+
+The package's own open-world settings and statistics, loaded and applied by flowerclf's
+code (flowerclf_core.open_set, shipped next to this file), so Triton rejects exactly the
+images the CLI, the REST service and the Python API reject.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from {package}.open_set import load_open_world
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        here = Path(__file__).parent
+        descriptor = json.loads((here / "{open_world_file}").read_text())
+        self.open_world = load_open_world(descriptor, here)
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy()
+            embeddings = pb_utils.get_input_tensor_by_name(request, "embeddings").as_numpy()
+            scores = self.open_world.scores(logits, embeddings)
+            known = np.array([[self.open_world.is_known(float(s))] for s in scores])
+            responses.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("unknown_score", scores.astype(np.float32).reshape(-1, 1)),
+                pb_utils.Tensor("is_known", known.astype(np.bool_)),
+            ]))
         return responses
 '''
 
@@ -162,7 +214,73 @@ instance_group [
 """
 
 
-def _ensemble_config(input_size: int, num_classes: int, embedding_dim: int) -> str:
+def _reject_config(num_classes: int, embedding_dim: int) -> str:
+    return f"""name: "{REJECT_MODEL}"
+backend: "python"
+max_batch_size: {MAX_BATCH_SIZE}
+input [
+  {{
+    name: "logits"
+    data_type: TYPE_FP32
+    dims: [ {num_classes} ]
+  }},
+  {{
+    name: "embeddings"
+    data_type: TYPE_FP32
+    dims: [ {embedding_dim} ]
+  }}
+]
+output [
+  {{
+    name: "unknown_score"
+    data_type: TYPE_FP32
+    dims: [ 1 ]
+  }},
+  {{
+    name: "is_known"
+    data_type: TYPE_BOOL
+    dims: [ 1 ]
+  }}
+]
+dynamic_batching {{ }}
+instance_group [
+  {{
+    count: 1
+    kind: KIND_CPU
+  }}
+]
+"""
+
+
+_REJECT_OUTPUTS = """,
+  {
+    name: "unknown_score"
+    data_type: TYPE_FP32
+    dims: [ 1 ]
+  },
+  {
+    name: "is_known"
+    data_type: TYPE_BOOL
+    dims: [ 1 ]
+  }"""
+
+_REJECT_STEP = f""",
+    {{
+      model_name: "{REJECT_MODEL}"
+      model_version: -1
+      input_map {{ key: "logits" value: "logits" }}
+      input_map {{ key: "embeddings" value: "embeddings" }}
+      output_map {{ key: "unknown_score" value: "unknown_score" }}
+      output_map {{ key: "is_known" value: "is_known" }}
+    }}"""
+
+
+def _ensemble_config(
+    input_size: int, num_classes: int, embedding_dim: int, reject: bool = False
+) -> str:
+    extra_outputs = _REJECT_OUTPUTS if reject else ""
+    extra_step = _REJECT_STEP if reject else ""
+    logits_map = '\n      output_map { key: "logits" value: "logits" }' if reject else ""
     return f"""name: "{ENSEMBLE_MODEL}"
 platform: "ensemble"
 max_batch_size: {MAX_BATCH_SIZE}
@@ -183,7 +301,7 @@ output [
     name: "embeddings"
     data_type: TYPE_FP32
     dims: [ {embedding_dim} ]
-  }}
+  }}{extra_outputs}
 ]
 ensemble_scheduling {{
   step [
@@ -198,8 +316,8 @@ ensemble_scheduling {{
       model_version: -1
       input_map {{ key: "{INPUT_NAME}" value: "preprocessed" }}
       output_map {{ key: "probabilities" value: "probabilities" }}
-      output_map {{ key: "embeddings" value: "embeddings" }}
-    }}
+      output_map {{ key: "embeddings" value: "embeddings" }}{logits_map}
+    }}{extra_step}
   ]
 }}
 """
@@ -213,8 +331,34 @@ def ship_core_modules(destination: Path) -> Path:
     )
     for module in SHIPPED_MODULES:
         source = Path(str(module.__file__))
-        shutil.copyfile(source, destination / source.name)
+        # Relative imports: the copies import each other inside the shipped package.
+        text = source.read_text().replace("from flowerclf.core.", "from .")
+        (destination / source.name).write_text(text)
     return destination
+
+
+def write_reject_step(
+    root: Path, open_world: dict[str, Any], stats: Path | None, num_classes: int,
+    embedding_dim: int,
+) -> bool:  # fmt: skip
+    """The rejection step, where ``open_world`` (the descriptor's section) names a method;
+    returns whether it was written."""
+    if not (open_world.get("reject") or {}).get("method"):
+        return False
+    step = root / REJECT_MODEL
+    (step / "1").mkdir(parents=True, exist_ok=True)
+    (step / "config.pbtxt").write_text(_reject_config(num_classes, embedding_dim))
+    (step / "1" / "model.py").write_text(
+        _REJECT_MODEL.format(package=SHIPPED_PACKAGE, open_world_file=OPEN_WORLD_FILE)
+    )
+    files = {}
+    if stats is not None and stats.is_file():
+        shutil.copyfile(stats, step / "1" / OPEN_SET_FILE)
+        files[OPEN_SET_FILE_KEY] = OPEN_SET_FILE
+    descriptor = {OPEN_WORLD_KEY: open_world, "files": files}
+    (step / "1" / OPEN_WORLD_FILE).write_text(json.dumps(descriptor, indent=2) + "\n")
+    ship_core_modules(step / "1" / SHIPPED_PACKAGE)
+    return True
 
 
 def write_calibrated_onnx(onnx_path: Path, destination: Path, temperature: float) -> Path:
@@ -257,9 +401,13 @@ def write_triton_repository(
     spec: PreprocessSpec,
     embedding_dim: int,
     temperature: float = 1.0,
+    open_world: dict[str, Any] | None = None,
+    open_set_stats: Path | None = None,
 ) -> Path:
     """Write the repository under ``root`` (created); returns ``root``. ``temperature``:
-    the package's calibration (probabilities = softmax(logits / temperature))."""
+    the package's calibration (probabilities = softmax(logits / temperature));
+    ``open_world``: the descriptor's section, ``open_set_stats``: its statistics file (the
+    ensemble then also answers ``unknown_score`` and ``is_known``)."""
 
     size, num_classes = spec.input_size, len(classes)
     onnx_dir = root / ONNX_MODEL
@@ -277,7 +425,10 @@ def write_triton_repository(
     (pre_dir / "1" / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
     ship_core_modules(pre_dir / "1" / SHIPPED_PACKAGE)
 
+    reject = write_reject_step(root, open_world or {}, open_set_stats, num_classes, embedding_dim)
     ensemble_dir = root / ENSEMBLE_MODEL
     (ensemble_dir / "1").mkdir(parents=True, exist_ok=True)  # Triton wants a version dir
-    (ensemble_dir / "config.pbtxt").write_text(_ensemble_config(size, num_classes, embedding_dim))
+    (ensemble_dir / "config.pbtxt").write_text(
+        _ensemble_config(size, num_classes, embedding_dim, reject=reject)
+    )
     return root
