@@ -111,11 +111,34 @@ def test_evaluate_ood_writes_json_markdown_and_png(
     assert "| knn | synthetic |" in (tmp_path / "ood" / "ood.md").read_text()
 
 
-def test_evaluate_ood_needs_a_package(model_package: TrainedPackage) -> None:
+def test_evaluate_ood_on_a_checkpoint_exports_it_first_and_matches_its_package(
+    model_package: TrainedPackage, tmp_path: Path
+) -> None:
+    oxford = _fake_oxford(tmp_path / "oxford")
+    common = [f"data.root={model_package.root / 'data'}", f"ood.oxford_root={oxford}",
+              "ood.max_images=20"]  # fmt: skip
+    reports = {}
+    for name, target in (("package", model_package.package), ("run", model_package.checkpoint)):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["-q", "evaluate", str(target), "--ood", "--json", *common,
+                         f"out={tmp_path / name}"])  # fmt: skip
+        assert code == 0
+        reports[name] = json.loads(out.getvalue().strip().splitlines()[-1])
+    # Same calibration and thresholds as `flowerclf export` fits: the same figures.
+    for method, entry in reports["package"]["methods"].items():
+        for group, row in entry["groups"].items():
+            theirs = reports["run"]["methods"][method]["groups"][group]
+            assert theirs["auroc"] == pytest.approx(row["auroc"], abs=1e-6), (method, group)
+            assert theirs["rejected"] == pytest.approx(row["rejected"], abs=1e-6), (method, group)
+    assert (tmp_path / "run" / "ood.md").is_file()
+
+
+def test_evaluate_ood_on_something_else_says_what_it_takes(tmp_path: Path) -> None:
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        assert main(["evaluate", str(model_package.checkpoint), "--ood"]) != 0
-    assert "export it first" in err.getvalue()
+        assert main(["evaluate", str(tmp_path / "nothing.ckpt"), "--ood"]) != 0
+    assert "nothing.ckpt" in err.getvalue()
 
 
 def test_evaluate_robustness_writes_the_table(model_package: TrainedPackage, tmp_path: Path):

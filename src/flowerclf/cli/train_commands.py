@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +60,47 @@ def _parse_ood_options(options: list[str]) -> dict[str, Any]:
     return parsed
 
 
-def _require_package(target: str, flag: str) -> None:
-    if not (Path(target) / DESCRIPTOR_FILE).is_file():
-        raise UsageError(
-            f"{flag} evaluates a model package (its fitted thresholds): {target} is not "
-            f"one; export it first with `flowerclf export {target} --out DIR`"
-        )
+def _is_package(target: str) -> bool:
+    return (Path(target) / DESCRIPTOR_FILE).is_file()
+
+
+def _default_out(target: str, flag: str) -> str:
+    """Where a run's or checkpoint's package report goes without ``out=``: beside its
+    evaluation reports (``<run dir>/eval/<kind>``) for a checkpoint, ``./<run id>-<kind>``
+    for a run id (a package's report goes beside the package)."""
+    kind = flag.removeprefix("--")
+    path = Path(target)
+    if path.suffix == ".ckpt":
+        return str(path.resolve().parent.parent / "eval" / kind)
+    return f"{target}-{kind}"
+
+
+@contextmanager
+def _as_package(target: str, flag: str, options: dict[str, Any]) -> Iterator[str]:
+    """``target`` itself when it is a model package; for a run id or checkpoint, a
+    temporary package exported from it, so its calibration and thresholds are fitted as
+    ``flowerclf export`` fits them (the int8, OpenVINO, TensorRT, Triton, MLflow and gallery
+    parts, which these reports do not read, are left out)."""
+    if _is_package(target):
+        yield target
+        return
+    from flowerclf.export.options import ExportOptions
+    from flowerclf.export.package_writer import export_package
+
+    options.setdefault("out", _default_out(target, flag))
+    lean = ExportOptions(
+        int8="none", tensorrt="off", openvino="off", triton=False, mlflow=False,
+        gallery=False, data_root=options.get("data_root"),
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="flowerclf-evaluate-") as tmp:
+        sys.stderr.write(f"{flag}: exporting {target} to a temporary package first\n")
+        try:
+            export_package(target, Path(tmp) / "package", lean)
+        except FileNotFoundError as exc:
+            raise UsageError(
+                f"{flag} evaluates a model package, a run id or a checkpoint: {exc}"
+            ) from None
+        yield str(Path(tmp) / "package")
 
 
 def _print_package_report(args: argparse.Namespace, report: dict[str, Any]) -> int:
@@ -78,10 +115,9 @@ def _print_package_report(args: argparse.Namespace, report: dict[str, Any]) -> i
 def _evaluate_ood(args: argparse.Namespace) -> int:
     from flowerclf.evaluation.ood import evaluate_ood
 
-    _require_package(args.target, "--ood")
-    return _print_package_report(
-        args, evaluate_ood(args.target, **_parse_ood_options(args.options))
-    )
+    options = _parse_ood_options(args.options)
+    with _as_package(args.target, "--ood", options) as package:
+        return _print_package_report(args, evaluate_ood(package, **options))
 
 
 def _evaluate_package(
@@ -89,12 +125,12 @@ def _evaluate_package(
 ) -> int:
     """A package report that takes data.root=, out= and ood.max_images= (``--robustness``,
     ``--tta``)."""
-    _require_package(args.target, flag)
     options = _parse_ood_options(args.options)
     unknown = set(options) - {"data_root", "out", "max_images"}
     if unknown:
         raise UsageError(f"{flag} takes data.root=, out=, ood.max_images=; not {unknown}")
-    return _print_package_report(args, run(args.target, **options))
+    with _as_package(args.target, flag, options) as package:
+        return _print_package_report(args, run(package, **options))
 
 
 def _evaluate_robustness(args: argparse.Namespace) -> int:
@@ -165,7 +201,11 @@ def register(
         ),
     )
     evaluate.add_argument(
-        "target", help="MLflow run id or checkpoint path (a package directory with --ood)"
+        "target",
+        help="MLflow run id or checkpoint path; with --ood, --robustness or --tta also a "
+        "model package directory (a run or checkpoint is exported to a temporary package "
+        "first, and its report goes to <run dir>/eval/<kind> or ./<run id>-<kind> unless "
+        "out= is given)",
     )
     evaluate.add_argument("options", nargs="*", metavar="KEY=VALUE", help="split=test etc.")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
