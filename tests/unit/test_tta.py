@@ -10,7 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from flowerclf.core.open_set import softmax
+from flowerclf.export.open_world import averaged_views_nll, fit_tta_calibration
 from flowerclf.inference.classifier import Classifier, average_views, with_mirrors
+from flowerclf.metrics.calibration import fit_temperature
 from flowerclf.serving.app import create_app
 from flowerclf.serving.service import PackageClassifier
 from flowerclf.serving.settings import ServeSettings
@@ -100,3 +103,37 @@ def test_rest_tta_matches_python(mirrored_classifier: Classifier, micro_batch: b
             for name, probability in expected.items():
                 assert with_tta["all_predictions"][name] == pytest.approx(probability, abs=1e-5)
                 assert without["all_predictions"][name] == pytest.approx(plain[name], abs=1e-5)
+
+
+def test_tta_probabilities_use_the_tta_temperature(mirrored_classifier: Classifier) -> None:
+    image = left_right((230, 40, 40), (40, 40, 230))
+    batch = mirrored_classifier.preprocess(image)[None]
+    logits, _ = mirrored_classifier.run_logits(with_mirrors(batch))
+    mirrored_classifier._tta_temperature = 0.5
+    expected = (softmax(logits[:1], 0.5) + softmax(logits[1:], 0.5)) / 2
+    np.testing.assert_allclose(
+        mirrored_classifier.predict_proba(image, tta=True), expected[0], atol=1e-6
+    )
+    # Without TTA the package's own temperature still applies.
+    np.testing.assert_allclose(
+        mirrored_classifier.predict_proba(image, tta=False),
+        mirrored_classifier.open_world.probabilities(logits[:1])[0], atol=1e-6,
+    )  # fmt: skip
+
+
+def test_tta_temperature_fitted_for_the_averaged_views_lowers_their_nll() -> None:
+    # Two views with independent noise: averaging their calibrated probabilities is
+    # under-confident (the average is right more often than it says), so the averaged views
+    # want a lower temperature than one view does.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 600)
+    signal = np.eye(4)[labels] * 2.5
+    logits = signal + rng.normal(0, 1.0, (600, 4))
+    mirrored = signal + rng.normal(0, 1.0, (600, 4))
+    single = fit_temperature(logits, labels)
+    fitted = fit_tta_calibration(logits, mirrored, labels, single)
+    assert fitted["temperature"] < single
+    assert fitted["nll"] <= fitted["nll_with_single_view_temperature"]
+    assert fitted["nll"] == pytest.approx(
+        averaged_views_nll(logits, mirrored, labels, fitted["temperature"])
+    )

@@ -27,6 +27,7 @@ from flowerclf.core.open_set import (
     METHODS,
     OPEN_SET_FILE,
     OPEN_SET_FILE_KEY,
+    softmax,
     unknown_scores,
 )
 from flowerclf.core.package_format import EMBEDDINGS_FILE
@@ -35,6 +36,7 @@ from flowerclf.export.dataset_images import iter_preprocessed
 from flowerclf.export.onnx_model import cpu_session, run_in_batches
 from flowerclf.export.options import OpenWorldOptions
 from flowerclf.metrics.calibration import calibration_summary, fit_temperature
+from flowerclf.metrics.classification import expected_calibration_error
 from flowerclf.metrics.open_set import fit_stats, fit_threshold
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,49 @@ def fit_open_world(
     return {OPEN_SET_FILE_KEY: OPEN_SET_FILE}, section
 
 
+def averaged_views_nll(
+    logits: np.ndarray, mirrored: np.ndarray, labels: np.ndarray, temperature: float
+) -> float:
+    """Mean NLL of ``labels`` under the two views' averaged ``softmax(logits / T)`` (what
+    ``Classifier(tta=True)`` serves)."""
+    probabilities = (softmax(logits, temperature) + softmax(mirrored, temperature)) / 2
+    picked = probabilities[np.arange(len(labels)), np.asarray(labels, dtype=np.int64)]
+    return float(-np.log(np.clip(picked, 1e-12, None)).mean())
+
+
+def fit_tta_calibration(
+    logits: np.ndarray, mirrored: np.ndarray, labels: np.ndarray, temperature: float
+) -> dict[str, float]:
+    """The temperature of test-time augmentation, fitted like the package's: on the
+    validation split, for the averaged probabilities of each image and its mirror image.
+
+    Averaging two calibrated views makes answers less confident than they are right (the
+    views agree more often than independent guesses would), so the single-view temperature
+    under-states TTA's confidence; this one is fitted for the average itself.
+    """
+    from scipy.optimize import minimize_scalar
+
+    found = minimize_scalar(
+        lambda log_t: averaged_views_nll(logits, mirrored, labels, float(np.exp(log_t))),
+        bounds=(-4.0, 4.0), method="bounded", options={"xatol": 1e-4},
+    )  # fmt: skip
+    tta_temperature = float(np.exp(found.x))
+
+    def ece(t: float) -> float:
+        averaged = (softmax(logits, t) + softmax(mirrored, t)) / 2
+        return float(expected_calibration_error(averaged, labels)[0])
+
+    return {
+        "temperature": tta_temperature,
+        "ece_with_single_view_temperature": ece(temperature),
+        "ece": ece(tta_temperature),
+        "nll_with_single_view_temperature": averaged_views_nll(
+            logits, mirrored, labels, temperature
+        ),
+        "nll": averaged_views_nll(logits, mirrored, labels, tta_temperature),
+    }
+
+
 def write_open_world(context: ExportContext) -> StepResult:
     """Export step: the ONNX model's validation logits/embeddings and the training
     embeddings (written by the ``embeddings`` step) -> :func:`fit_open_world`."""
@@ -115,7 +160,12 @@ def write_open_world(context: ExportContext) -> StepResult:
     chunks = iter_preprocessed(
         val_rows, context.raw_dir, context.spec, "val (calibration, rejection)", IMAGE_CHUNK
     )
-    outputs = [run_in_batches(session, images, ["logits", "embeddings"]) for images in chunks]
+    outputs, mirrored = [], []
+    for images in chunks:
+        outputs.append(run_in_batches(session, images, ["logits", "embeddings"]))
+        # The mirror view, for the temperature of test-time augmentation.
+        flipped = np.ascontiguousarray(images[..., ::-1])
+        mirrored.append(run_in_batches(session, flipped, ["logits"])[0])
     num_classes, dim = len(context.classes), context.embedding_dim
     validation = SplitOutputs(
         np.concatenate([o[0] for o in outputs]) if outputs else np.zeros((0, num_classes)),
@@ -129,4 +179,11 @@ def write_open_world(context: ExportContext) -> StepResult:
         context.options.open_world,
         fitted_on_training_images="val" in context.datamodule.train_splits,
     )  # fmt: skip
+    if len(validation.labels) and "temperature" in section:
+        tta = fit_tta_calibration(
+            validation.logits, np.concatenate(mirrored), validation.labels,
+            section["temperature"],
+        )  # fmt: skip
+        section["tta_temperature"] = tta["temperature"]
+        section["tta_calibration"] = tta | {"split": "val", "count": len(validation.labels)}
     return StepResult(files=files, entries={"open_world": section})

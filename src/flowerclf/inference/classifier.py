@@ -27,7 +27,13 @@ from PIL import Image
 from flowerclf.core.errors import UsageError
 from flowerclf.core.hardware import decode_threads
 from flowerclf.core.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError
-from flowerclf.core.open_set import UNKNOWN_MESSAGE, OpenWorld, load_open_world
+from flowerclf.core.open_set import (
+    OPEN_WORLD_KEY,
+    UNKNOWN_MESSAGE,
+    OpenWorld,
+    load_open_world,
+    softmax,
+)
 from flowerclf.core.package_format import ModelPackage, load_package
 from flowerclf.core.preprocess import preprocess_eval
 from flowerclf.inference.auto import AutoBackend, AutoChoice
@@ -210,6 +216,8 @@ class Classifier:
             package.descriptor, package.root, reject=reject, threshold=reject_threshold,
             method=reject_method,
         )  # fmt: skip
+        section = package.descriptor.get(OPEN_WORLD_KEY) or {}
+        self._tta_temperature = float(section.get("tta_temperature") or self.open_world.temperature)
         self._index: EmbeddingIndex | None = None
         self.similar_index = Path(similar_index) if similar_index is not None else None
         # Decoding and resizing release the GIL: one thread per CPU keeps the runtime fed.
@@ -237,7 +245,7 @@ class Classifier:
     def info(self) -> dict[str, Any]:
         return self.package.public_info() | {
             "backend": self.backend_name,
-            "open_world": self.open_world.describe(),
+            "open_world": self.open_world.describe() | {"tta_temperature": self._tta_temperature},
         }
 
     # --- preprocessing --------------------------------------------------------------------
@@ -282,16 +290,17 @@ class Classifier:
         """Preprocessed ``(N, 3, S, S)`` -> calibrated probabilities, embeddings, unknown
         scores (the one place every runtime's outputs are computed); ``tta`` (default: the
         classifier's setting) averages each image with its mirror image."""
-        if self.tta if tta is None else tta:
-            return ModelOutputs(
-                *average_views(self.run_arrays(with_mirrors(batch), False), len(batch))
-            )
-        logits, embeddings = self._backend.run_logits(batch)
-        return ModelOutputs(
-            self.open_world.probabilities(logits),
+        tta = self.tta if tta is None else tta
+        logits, embeddings = self._backend.run_logits(with_mirrors(batch) if tta else batch)
+        outputs = ModelOutputs(
+            # Test-time augmentation has its own temperature (fitted at export for the
+            # averaged views; older packages: the single-view one).
+            softmax(logits, self._tta_temperature) if tta
+            else self.open_world.probabilities(logits),
             embeddings,
             self.open_world.scores(logits, embeddings),
-        )
+        )  # fmt: skip
+        return ModelOutputs(*average_views(outputs, len(batch))) if tta else outputs
 
     def run_logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed ``(N, 3, S, S)`` -> raw (uncalibrated) logits and embeddings."""
