@@ -35,6 +35,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "tf_flowers4_best": ("experiment=tf_flowers4_best",),
     "oxford102_best": ("experiment=oxford102_best",),
     "oxford102_swapped_best": ("experiment=oxford102_swapped_best",),
+    "tf_flowers_robust": ("experiment=tf_flowers_robust",),
 }
 
 HEADER = """\
