@@ -77,6 +77,6 @@ def test_tiny_bundle_then_run_writes_a_results_row(shared_data: Path, tmp_path: 
     assert row["command"].startswith("flowerclf train experiment=tf_flowers_gpu")
     assert row["hardware"]
     assert row["export"]["checks"]  # the export's parity checks ran on the package
-    assert row["benchmark_cpu"]["ratios"]["auto_vs_onnx_fp32"] > 0
+    assert row["benchmark_cpu"]["onnx_fp32"]["throughput_ips"] > 0
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["rows"]) == ["tf_flowers-lite0-gpu"]
