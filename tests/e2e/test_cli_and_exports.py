@@ -199,7 +199,14 @@ def test_triton_repository_matches_the_onnx_model(model_package: TrainedPackage)
     ensemble = parse_pbtxt((repo / "flowerclf" / "config.pbtxt").read_text())
     assert ensemble["platform"] == ["ensemble"] and (repo / "flowerclf" / "1").is_dir()
     steps = ensemble["ensemble_scheduling"][0]["step"]
-    assert [s["model_name"][0] for s in steps] == ["flowerclf_preprocess", "flowerclf_onnx"]
+    assert [s["model_name"][0] for s in steps] == [
+        "flowerclf_preprocess", "flowerclf_onnx", "flowerclf_reject"
+    ]  # fmt: skip
+    reject = parse_pbtxt((repo / "flowerclf_reject" / "config.pbtxt").read_text())
+    assert reject["backend"] == ["python"]
+    assert [o["name"][0] for o in ensemble["output"]] == [
+        "probabilities", "embeddings", "unknown_score", "is_known"
+    ]  # fmt: skip
 
 
 def test_triton_python_preprocessing_step_equals_flowerclf_preprocessing(

@@ -47,7 +47,8 @@ def test_a_params_section_is_the_composed_config(recipe: str) -> None:
     from_file = compose_config([], f"{REPO_ROOT / PARAMS_FILE}:{recipe}")
     composed = compose_config(recipe_overrides(recipe))
     assert from_file.to_dict() == composed.to_dict()
-    assert from_file.data.name == recipe.removesuffix("_best")
+    # A recipe trains on the split of its dataset: <dataset>, <dataset>_best, <dataset>_robust.
+    assert from_file.data.name == recipe.removesuffix("_best").removesuffix("_robust")
     assert from_file.data.root == DATA_ROOT
     assert from_file.paths.run_dir == f"{RUNS_DIR}/{recipe}"
 
@@ -67,7 +68,12 @@ def test_dvc_yaml_matches_the_recipes_and_declares_existing_params() -> None:
         assert params[spec["recipe"]]["data"]["name"] == dataset
     for name, stage in pipeline["stages"].items():
         keys = stage["foreach"]
-        items = {k: {} for k in keys} if isinstance(keys, list) else _foreach(pipeline, keys)
+        if isinstance(keys, list):
+            items = {k: {} for k in keys}
+        elif isinstance(keys, dict):  # an inline mapping (e.g. the robustness stage)
+            items = keys
+        else:
+            items = _foreach(pipeline, keys)
         for key, item in items.items():
             for declared in stage["do"].get("params", []):
                 node: Any = params
