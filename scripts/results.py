@@ -293,6 +293,31 @@ LEVER_ROWS = {
 }
 
 
+ENSEMBLE_COST = "ensemble_cost.json"
+
+
+def ensemble_cost_line(repo: Path = REPO) -> str:
+    """The best tf_flowers package's inference cost against the single model's
+    (scripts/ensemble_cost.py), if measured."""
+    cost = _json(repo / "results" / ENSEMBLE_COST)
+    if cost is None:
+        return ""
+    single, best = cost["reports"]["single"], cost["reports"]["best"]
+    ratios = cost["ratios"]
+    passed = {name: check.get("passed") for name, check in cost["parity"].items()}
+    return (
+        f"\nInference cost of `{cost['packages']['best']}` against `{cost['packages']['single']}` "
+        f"({best['hardware']}, one run of `{cost['command']}`): ONNX Runtime fp32 "
+        f"{best['onnx_fp32']['throughput_ips']:.1f} vs {single['onnx_fp32']['throughput_ips']:.1f} "
+        f"img/s at batch 32 ({ratios['onnx_fp32_throughput_ips']:.2f}x), batch-1 p50 "
+        f"{best['onnx_fp32']['p50_ms']:.1f} vs {single['onnx_fp32']['p50_ms']:.1f} ms; `auto` "
+        f"({best['auto']['backend']} vs {single['auto']['backend']}) "
+        f"{best['auto']['throughput_ips']:.1f} vs {single['auto']['throughput_ips']:.1f} img/s, "
+        f"p50 {best['auto']['p50_ms']:.1f} vs {single['auto']['p50_ms']:.1f} ms. ONNX parity "
+        f"check at export passed: {passed['best']} (ensemble), {passed['single']} (single).\n"
+    )
+
+
 HEAD_PROBE = "head_probe-tf_flowers_best.json"
 
 
@@ -488,7 +513,7 @@ def results_page(repo: Path = REPO) -> str:
     results = load_results(repo)
     sections = [PAGE_INTRO, TRAINING_INTRO, table(results) + "\n", SEEDS_INTRO]
     sections.append(seed_table(results) + "\n")
-    sections += [BEST_INTRO, best_table(results) + "\n", LEVERS_INTRO,
+    sections += [BEST_INTRO, best_table(results) + "\n" + ensemble_cost_line(repo), LEVERS_INTRO,
                  lever_table(results) + "\n" + head_probe_line(repo)]  # fmt: skip
     benchmark = _json(repo / "results" / "benchmark.json")
     if benchmark is not None:
