@@ -124,12 +124,15 @@ DVC_ROWS = {
     "tf_flowers-lite0-ce": "tf_flowers",
     "tf_flowers4-lite0-ce": "tf_flowers4",
     "oxford102-lite0-ce": "oxford102",
+    # The fast path trained with blurred views (issue 13's robustness fix).
+    "tf_flowers-lite0-ce-blur_views": "tf_flowers_robust",
     # A best recipe's first seed is its DVC recipe (seed 42): `dvc repro` re-makes it, and
     # the other seeds are the `results.py run` rows.
     **{best_row(recipe, BEST_SEEDS[0]): recipe for recipe in BEST_RECIPES},
 }
 ORDER = [
-    "tf_flowers-majority", "tf_flowers-lite0-ce", "tf_flowers-lite0-ce_cosine",
+    "tf_flowers-majority", "tf_flowers-lite0-ce", "tf_flowers-lite0-ce-blur_views",
+    "tf_flowers-lite0-ce_cosine",
     "tf_flowers-lite0-ce_supcon", "tf_flowers-lite0-ce_siglip",
     *(f"tf_flowers-lite0-{loss}-seed{seed}" for seed in (1, 2)
       for loss in ("ce", "ce_cosine", "ce_supcon", "ce_siglip")),
