@@ -31,26 +31,32 @@ from tests.helpers.images import encode, make_photo
 
 SPEC = PreprocessSpec(input_size=32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
 
-_RUN_STEP = textwrap.dedent(
+# A Triton Python step run as Triton would, in a process where flowerclf cannot be imported:
+# argv[1] is the step's version directory; triton_python_backend_utils is a stand-in whose
+# responses are (output tensors, error).
+_STEP_PRELUDE = """
+import json, sys, types
+import numpy as np
+sys.modules["flowerclf"] = None  # Triton's environment has no flowerclf installed
+sys.path.insert(0, sys.argv[1])
+
+class Tensor:
+    def __init__(self, name, array):
+        self.name, self.array = name, array
+    def as_numpy(self):
+        return self.array
+
+sys.modules["triton_python_backend_utils"] = types.SimpleNamespace(
+    Tensor=Tensor,
+    InferenceResponse=lambda output_tensors=None, error=None: (output_tensors, error),
+    TritonError=str,
+    get_input_tensor_by_name=lambda request, name: request[name],
+)
+"""
+
+_RUN_STEP = _STEP_PRELUDE + textwrap.dedent(
     """
-    import json, sys, types
-    import numpy as np
-    sys.modules["flowerclf"] = None  # Triton's environment has no flowerclf installed
     step_dir, probes_dir, out_dir = sys.argv[1:4]
-    sys.path.insert(0, step_dir)
-
-    class Tensor:
-        def __init__(self, name, array):
-            self.name, self.array = name, array
-        def as_numpy(self):
-            return self.array
-
-    sys.modules["triton_python_backend_utils"] = types.SimpleNamespace(
-        Tensor=Tensor,
-        InferenceResponse=lambda output_tensors=None, error=None: (output_tensors, error),
-        TritonError=str,
-        get_input_tensor_by_name=lambda request, name: request[name],
-    )
     import model
     step = model.TritonPythonModel()
     step.initialize({})
@@ -153,25 +159,9 @@ def test_triton_step_ships_flowerclf_core_files_with_relative_imports_only(
         assert "flowerclf.core" not in shipped.replace("flowerclf.core's", "")
 
 
-_RUN_REJECT = textwrap.dedent(
+_RUN_REJECT = _STEP_PRELUDE + textwrap.dedent(
     """
-    import json, sys, types
-    import numpy as np
-    sys.modules["flowerclf"] = None  # Triton's environment has no flowerclf installed
     step_dir, inputs, out = sys.argv[1:4]
-    sys.path.insert(0, step_dir)
-
-    class Tensor:
-        def __init__(self, name, array):
-            self.name, self.array = name, array
-        def as_numpy(self):
-            return self.array
-
-    sys.modules["triton_python_backend_utils"] = types.SimpleNamespace(
-        Tensor=Tensor,
-        InferenceResponse=lambda output_tensors=None, error=None: output_tensors,
-        get_input_tensor_by_name=lambda request, name: request[name],
-    )
     import model
     step = model.TritonPythonModel()
     step.initialize({})
@@ -182,7 +172,7 @@ _RUN_REJECT = textwrap.dedent(
          "embeddings": Tensor("embeddings", data["embeddings"][part])}
         for part in (slice(0, 3), slice(3, None))
     ]
-    outputs = [dict((t.name, t.array) for t in response) for response in step.execute(requests)]
+    outputs = [dict((t.name, t.array) for t in tensors) for tensors, _ in step.execute(requests)]
     np.savez(out, unknown_score=np.concatenate([o["unknown_score"] for o in outputs]),
              is_known=np.concatenate([o["is_known"] for o in outputs]))
     """
