@@ -49,10 +49,15 @@ def test_onnx_and_torch_give_the_same_calibrated_confidence_and_score(
         onnx_out = onnx_clf.predict(images)
     with Classifier.load(model_package.package, backend="torch") as torch_clf:
         torch_out = torch_clf.predict(images)
+        method = onnx_clf.open_world.method
+        stats = onnx_clf.open_world.stats
+    # The default score (msp_knn) is a rank among the validation scores: two runtimes'
+    # 1e-5 differences can move it by up to one step of that rank, 1 / (validation size).
+    step = 1.0 / len(stats.reference_msp) if method == "msp_knn" and stats else 0.0
     for a, b in zip(onnx_out, torch_out, strict=True):
         assert a.predicted_class == b.predicted_class and a.is_known == b.is_known
         assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
-        assert a.unknown_score == pytest.approx(b.unknown_score, abs=1e-3)
+        assert a.unknown_score == pytest.approx(b.unknown_score, abs=1e-3 + step)
 
 
 def test_evaluate_json_reports_calibrated_and_raw_ece(

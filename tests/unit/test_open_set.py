@@ -15,6 +15,8 @@ from flowerclf.core.errors import PackageError, UsageError
 from flowerclf.core.open_set import (
     OPEN_SET_FILE,
     OpenSetStats,
+    combined_score,
+    empirical_cdf,
     energy_score,
     knn_score,
     load_open_world,
@@ -22,9 +24,16 @@ from flowerclf.core.open_set import (
     mahalanobis_score,
     msp_score,
     softmax,
+    unknown_scores,
 )
-from flowerclf.evaluation.ood import SYNTHETIC_KINDS, synthetic_image, unseen_species_paths
+from flowerclf.evaluation.ood import (
+    SYNTHETIC_KINDS,
+    method_available,
+    synthetic_image,
+    unseen_species_paths,
+)
 from flowerclf.export.open_world import OpenWorldOptions, SplitOutputs, fit_open_world
+from flowerclf.export.options import DEFAULT_METHOD
 from flowerclf.metrics.calibration import (
     fit_temperature,
     logits_from_probabilities,
@@ -117,7 +126,7 @@ def test_fit_open_world_writes_a_section_the_runtime_reads(tmp_path: Path) -> No
         tmp_path, val, train_emb, train_labels, ["a", "b", "c"], OpenWorldOptions(keep=0.9)
     )
     assert files == {"open_set": OPEN_SET_FILE}
-    assert section["reject"]["method"] == "knn"
+    assert section["reject"]["method"] == DEFAULT_METHOD == "msp_knn"
     descriptor = {"files": files, "open_world": json.loads(json.dumps(section))}
     world = load_open_world(descriptor, tmp_path)
     assert world.available and world.enabled
@@ -165,6 +174,30 @@ def test_fit_stats_round_trip(tmp_path: Path) -> None:
     assert np.allclose(loaded.precision, stats.precision)
     with pytest.raises(ValueError, match="no training embeddings"):
         fit_stats(embeddings, labels, 4)
+
+
+def test_empirical_cdf_interpolates_between_reference_scores() -> None:
+    reference = np.array([1.0, 2.0, 3.0, 4.0])
+    ranks = empirical_cdf(np.array([0.0, 1.0, 2.5, 4.0, 9.0]), reference)
+    assert ranks == pytest.approx([0.0, 0.25, 0.625, 1.0, 1.0])
+
+
+def test_msp_knn_is_the_mean_of_the_two_validation_ranks(tmp_path: Path) -> None:
+    _, embeddings, labels = _toy_split(np.random.default_rng(3), 60)
+    stats = fit_stats(embeddings, labels, 3, k=1)
+    with pytest.raises(PackageError, match="re-export"):
+        combined_score(np.zeros(1), np.zeros(1), stats)  # no references: an older package
+    assert not method_available("msp_knn", stats) and method_available("knn", stats)
+    stats = stats.with_references(np.array([0.1, 0.3, 0.2, 0.4]), np.array([0.5, 0.7, 0.6, 0.8]))
+    # MSP 0.3 is the 3rd of 4 reference scores (0.75), kNN 0.8 the 4th (1.0): mean 0.875.
+    assert combined_score(np.array([0.3]), np.array([0.8]), stats) == pytest.approx([0.875])
+    loaded = OpenSetStats.load(stats.save(tmp_path / OPEN_SET_FILE))
+    assert loaded.reference_msp is not None and loaded.reference_knn is not None
+    assert loaded.reference_msp == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    logits, queries = np.eye(3)[labels[:5]] * 5.0, embeddings[:5]
+    expected = combined_score(msp_score(logits), knn_score(queries, loaded.bank, 1), loaded)
+    assert unknown_scores("msp_knn", logits, queries, 1.0, loaded) == pytest.approx(expected)
+    assert method_available("msp_knn", loaded)
 
 
 def test_unseen_species_leave_out_every_overlapping_name(tmp_path: Path) -> None:

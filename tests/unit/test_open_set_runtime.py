@@ -140,7 +140,7 @@ def test_rest_predict_and_batch_carry_the_fields(client: TestClient) -> None:
     )  # fmt: skip
     assert [r["prediction"]["is_known"] for r in batch.json()["results"]] == [True, False]
     info = client.get("/v1/model").json()
-    assert info["open_world"]["rejection"]["method"] == "knn"
+    assert info["open_world"]["rejection"]["method"] == "msp_knn"
 
 
 def test_rest_micro_batched_service_keeps_each_rows_score(open_package: Path) -> None:

@@ -179,7 +179,7 @@ _RUN_REJECT = _STEP_PRELUDE + textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("method", ["knn", "mahalanobis", "energy"])
+@pytest.mark.parametrize("method", ["knn", "mahalanobis", "energy", "msp_knn"])
 def test_triton_reject_step_answers_like_the_package_open_world(
     method: str, tmp_path: Path
 ) -> None:
@@ -187,7 +187,8 @@ def test_triton_reject_step_answers_like_the_package_open_world(
     bank = rng.standard_normal((40, 8)).astype(np.float32)
     bank /= np.linalg.norm(bank, axis=1, keepdims=True)
     stats = OpenSetStats(bank=bank, class_means=rng.standard_normal((2, 8)),
-                         precision=np.eye(8), k=3)  # fmt: skip
+                         precision=np.eye(8), k=3).with_references(
+        rng.uniform(0, 1, 30), rng.uniform(0, 2, 30))  # fmt: skip
     stats_path = stats.save(tmp_path / "open_set.npz")
     logits = rng.standard_normal((7, 2)).astype(np.float32) * 3
     embeddings = rng.standard_normal((7, 8)).astype(np.float32)

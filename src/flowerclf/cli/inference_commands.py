@@ -14,6 +14,7 @@ from typing import Any
 
 from flowerclf.core.errors import UsageError
 from flowerclf.core.imaging import list_images
+from flowerclf.core.open_set import METHODS
 from flowerclf.inference.backends import BACKENDS, DEFAULT_BACKEND
 from flowerclf.inference.benchmark import format_report, load_targets, run_benchmark
 from flowerclf.inference.classifier import Classifier, Prediction
@@ -210,7 +211,7 @@ def register(
     export.add_argument(
         "options", nargs="*", metavar="KEY=VALUE",
         help="data.root=DIR; reject.keep=0.95 (share of known val images kept), "
-        "reject.method=msp|energy|knn|mahalanobis, reject.knn_k=10",
+        "reject.method=msp|energy|knn|mahalanobis|msp_knn, reject.knn_k=1",
     )  # fmt: skip
     export.add_argument("--force", action="store_true", help="replace a non-empty --out")
     export.add_argument(
@@ -259,7 +260,7 @@ def register(
                          help="never answer is_known=false (scores are still printed)")  # fmt: skip
     predict.add_argument("--reject-threshold", type=float, default=None,
                          help="override the package's unknown-score threshold")  # fmt: skip
-    predict.add_argument("--reject-method", choices=["msp", "energy", "knn", "mahalanobis"],
+    predict.add_argument("--reject-method", choices=list(METHODS),
                          default=None, help="score with another fitted method")  # fmt: skip
     predict.add_argument(
         "--tta",

@@ -9,6 +9,12 @@ return raw logits and embeddings, and this module turns them into
   :data:`METHODS`; an image is *known* when its score is at most the package's threshold
   (chosen at export so that ``reject.keep`` of the known validation images are kept).
 
+``msp_knn`` combines the two scores that see different things: MSP (low confidence; best
+on unseen flower species, which look like the training classes) and kNN distance (far from
+every training image; best on non-flower images). Each is replaced by its rank among the
+known validation images' scores (its empirical CDF, stored in the package), and the two
+ranks are averaged, so neither score's units dominate.
+
 The fitting lives in :mod:`flowerclf.metrics.open_set` / :mod:`flowerclf.metrics.calibration`
 and :mod:`flowerclf.export.open_world`; the descriptor section and the statistics file it
 writes are read here. Packages written before this section existed still load: calibration
@@ -17,7 +23,7 @@ is the identity and rejection is reported as unavailable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,8 @@ from flowerclf.core.errors import PackageError, UsageError
 OPEN_WORLD_KEY = "open_world"  # the descriptor section
 OPEN_SET_FILE = "open_set.npz"  # statistics the distance-based scores need
 OPEN_SET_FILE_KEY = "open_set"  # its key in the descriptor's "files"
-METHODS = ("msp", "energy", "knn", "mahalanobis")
+METHODS = ("msp", "energy", "knn", "mahalanobis", "msp_knn")
+STATS_METHODS = ("knn", "mahalanobis", "msp_knn")  # need open_set.npz
 UNKNOWN_MESSAGE = "not a flower this model knows"
 _CHUNK = 1024  # rows per block when comparing against the training bank (bounded memory)
 
@@ -93,23 +100,57 @@ def mahalanobis_score(
     return best
 
 
+def empirical_cdf(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Share of ``reference`` (sorted) scores at or below each score, interpolated between
+    neighbours so that the combined score has few ties; 0 below, 1 above the reference."""
+    ranks = np.arange(1, len(reference) + 1, dtype=np.float64) / len(reference)
+    return np.interp(np.asarray(scores, dtype=np.float64), reference, ranks, left=0.0, right=1.0)
+
+
+def combined_score(msp: np.ndarray, knn: np.ndarray, stats: OpenSetStats) -> np.ndarray:
+    """Mean of the validation ranks of the MSP and kNN scores (see the module docstring)."""
+    if stats.reference_msp is None or stats.reference_knn is None:
+        raise PackageError(
+            "method 'msp_knn' needs the validation reference scores; re-export the package"
+        )
+    return (empirical_cdf(msp, stats.reference_msp) + empirical_cdf(knn, stats.reference_knn)) / 2
+
+
 @dataclass(frozen=True)
 class OpenSetStats:
-    """What the distance-based scores need: the training embeddings (kNN bank) and the
-    class means and shared precision matrix of the embeddings (Mahalanobis)."""
+    """What the distance-based scores need: the training embeddings (kNN bank), the class
+    means and shared precision matrix of the embeddings (Mahalanobis), and the known
+    validation images' sorted MSP and kNN scores (``msp_knn``; None in older packages)."""
 
     bank: np.ndarray  # (N, D) float32, L2-normalised
     class_means: np.ndarray  # (C, D)
     precision: np.ndarray  # (D, D), inverse of the shared (shrunk) covariance
     k: int
+    reference_msp: np.ndarray | None = None  # (V,) sorted
+    reference_knn: np.ndarray | None = None  # (V,) sorted
+
+    def with_references(self, msp: np.ndarray, knn: np.ndarray) -> OpenSetStats:
+        """A copy holding the validation scores ``msp_knn`` ranks against."""
+        return replace(
+            self,
+            reference_msp=np.sort(np.asarray(msp, dtype=np.float64)),
+            reference_knn=np.sort(np.asarray(knn, dtype=np.float64)),
+        )
 
     def save(self, path: Path) -> Path:
+        references = {
+            name: values.astype(np.float64)
+            for name, values in (("reference_msp", self.reference_msp),
+                                 ("reference_knn", self.reference_knn))
+            if values is not None
+        }  # fmt: skip
         np.savez_compressed(
             path,
             bank=self.bank.astype(np.float32),
             class_means=self.class_means.astype(np.float64),
             precision=self.precision.astype(np.float64),
             k=np.asarray(self.k, dtype=np.int64),
+            **references,
         )
         return path
 
@@ -122,9 +163,20 @@ class OpenSetStats:
                     class_means=data["class_means"],
                     precision=data["precision"],
                     k=int(data["k"]),
+                    reference_msp=_sorted_or_none(data, "reference_msp"),
+                    reference_knn=_sorted_or_none(data, "reference_knn"),
                 )
         except (OSError, KeyError, ValueError) as exc:
             raise PackageError(f"{path}: unreadable open-set statistics: {exc}") from None
+
+
+def _sorted_or_none(data: Any, key: str) -> np.ndarray | None:
+    if key not in data.files:
+        return None
+    values = np.asarray(data[key], dtype=np.float64)
+    if values.ndim != 1 or len(values) == 0 or not np.all(np.diff(values) >= 0):
+        raise ValueError(f"{key} must be a non-empty sorted vector")
+    return values
 
 
 def unknown_scores(
@@ -145,6 +197,10 @@ def unknown_scores(
         return knn_score(embeddings, stats.bank, stats.k)
     if method == "mahalanobis":
         return mahalanobis_score(embeddings, stats.class_means, stats.precision)
+    if method == "msp_knn":
+        return combined_score(
+            msp_score(logits, temperature), knn_score(embeddings, stats.bank, stats.k), stats
+        )
     raise UsageError(f"unknown open-set method {method!r}; valid: {', '.join(METHODS)}")
 
 
@@ -237,7 +293,7 @@ def load_open_world(
             f"{', '.join(thresholds) or 'none'}); pass a threshold"
         )
     stats = None
-    if chosen in ("knn", "mahalanobis"):
+    if chosen in STATS_METHODS:
         relative = descriptor.get("files", {}).get(OPEN_SET_FILE_KEY)
         if not relative or not (root / relative).is_file():
             raise PackageError(f"{root}: method {chosen!r} needs {OPEN_SET_FILE}, not found")

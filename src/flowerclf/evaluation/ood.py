@@ -35,6 +35,7 @@ from flowerclf.core.imaging import ImageDecodeError, load_rgb
 from flowerclf.core.open_set import (
     METHODS,
     OPEN_SET_FILE_KEY,
+    STATS_METHODS,
     OpenSetStats,
     unknown_scores,
 )
@@ -190,10 +191,19 @@ def score_images(
         batch = np.stack([classifier.preprocess(x) for x in chunk])
         logits, embeddings = classifier.run_logits(batch)
         for method in METHODS:
-            if stats is None and method in ("knn", "mahalanobis"):
+            if not method_available(method, stats):
                 continue
             parts[method].append(unknown_scores(method, logits, embeddings, temperature, stats))
     return {m: np.concatenate(p) for m, p in parts.items() if p}
+
+
+def method_available(method: str, stats: OpenSetStats | None) -> bool:
+    """Whether a package with ``stats`` (None: no open_set.npz) can compute ``method``."""
+    if method not in STATS_METHODS:
+        return True
+    if stats is None:
+        return False
+    return method != "msp_knn" or stats.reference_msp is not None
 
 
 def package_test_rows(

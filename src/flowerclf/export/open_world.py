@@ -10,7 +10,8 @@ and the training embeddings, and returns the files it wrote into the package plu
 - ``reject.method``: the default method, from the OOD evaluation's measured AUROC
   (``flowerclf evaluate <package> --ood``), see
   :data:`flowerclf.export.options.DEFAULT_METHOD`;
-- ``open_set.npz``: kNN bank, class means and shared precision of the embeddings.
+- ``open_set.npz``: kNN bank, class means and shared precision of the embeddings, and the
+  validation split's sorted MSP and kNN scores (for ``msp_knn``).
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def fit_open_world(
     temperature = fit_temperature(validation.logits, validation.labels)
     calibration = calibration_summary(validation.logits, validation.labels, temperature)
     stats = fit_stats(train_embeddings, train_labels, len(classes), k=options.knn_k)
+    # msp_knn ranks a score among the known validation images' scores: store those.
+    stats = stats.with_references(
+        unknown_scores("msp", validation.logits, validation.embeddings, temperature, stats),
+        unknown_scores("knn", validation.logits, validation.embeddings, temperature, stats),
+    )
     stats.save(out_dir / OPEN_SET_FILE)
     thresholds = {}
     for method in METHODS:

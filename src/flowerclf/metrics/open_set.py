@@ -14,7 +14,7 @@ import numpy as np
 
 from flowerclf.core.open_set import OpenSetStats
 
-DEFAULT_KNN_K = 10
+DEFAULT_KNN_K = 1  # see flowerclf.export.options.DEFAULT_KNN_K
 # Ledoit-Wolf style shrinkage towards a scaled identity: the shared covariance of a few
 # thousand 128-d embeddings is otherwise close to singular, and its inverse noisy.
 COVARIANCE_SHRINKAGE = 0.1
