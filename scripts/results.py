@@ -94,6 +94,8 @@ ROWS: dict[str, list[str]] = {
     # did not favour.
     "tf_flowers-lite_ensemble-ce-1view": ["experiment=tf_flowers_best", "trainer.cache_views=1"],
     "tf_flowers-lite_ensemble-ce_ls": ["experiment=tf_flowers_best", "loss.label_smoothing=0.1"],
+    # The members' last blocks trained too (the frozen features were the limit).
+    "tf_flowers-lite_ensemble-ce-tails": ["experiment=tf_flowers_ensemble_tails"],
 }  # fmt: skip
 
 # Each dataset's best CPU recipe (an `experiment=` config and a DVC recipe of the same
@@ -144,6 +146,7 @@ ORDER = [
     "oxford102-majority", "oxford102-lite0-ce", "oxford102-lite0-ce-strong_aug_tail2",
     "oxford102-lite2-ce",
     "tf_flowers-lite_ensemble-ce-1view", "tf_flowers-lite_ensemble-ce_ls",
+    "tf_flowers-lite_ensemble-ce-tails",
     *(best_row(recipe, seed) for recipe in BEST_RECIPES for seed in BEST_SEEDS),
 ]  # fmt: skip
 
@@ -293,6 +296,8 @@ LEVER_ROWS = {
     "Lite0+1+2 features, heads only, clean view": "tf_flowers-lite_ensemble-ce-1view",
     "+ 2 augmented cached views (`tf_flowers_best`)": best_row("tf_flowers_best", 42),
     "+ label smoothing 0.1": "tf_flowers-lite_ensemble-ce_ls",
+    "instead: each member's last block trained, 2 views (`tf_flowers_ensemble_tails`)":
+        "tf_flowers-lite_ensemble-ce-tails",
 }
 
 

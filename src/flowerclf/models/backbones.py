@@ -86,13 +86,82 @@ class EnsembleBackbone(nn.Module):
         for member, size, width in zip(
             self.members, self.input_sizes, self.member_features, strict=True
         ):
-            view = x
-            # Compared with the configured input size, not x.shape: a constant, so the
-            # exported graph has no shape-dependent branch.
-            if size != self.input_size:
-                view = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-            outputs.append(F.normalize(member(view), dim=1) * math.sqrt(width))
+            pooled = member(_resized(x, size, self.input_size))
+            outputs.append(F.normalize(pooled, dim=1) * math.sqrt(width))
         return torch.cat(outputs, dim=1)
+
+
+def _resized(x: torch.Tensor, size: int, input_size: int) -> torch.Tensor:
+    """``x`` at ``size`` px: the ensemble's one input resized for a smaller member.
+
+    Compared with the configured input size, not x.shape: a constant, so the exported graph
+    has no shape-dependent branch."""
+    if size == input_size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+class EnsembleTrunk(nn.Module):
+    """The members' frozen trunks side by side: one image in, their feature maps out,
+    flattened and concatenated into one vector per image (what the fast path caches)."""
+
+    def __init__(self, trunks: Sequence[nn.Module], input_sizes: Sequence[int]) -> None:
+        super().__init__()
+        self.trunks = nn.ModuleList(trunks)
+        self.input_sizes = [int(size) for size in input_sizes]
+        self.input_size = max(self.input_sizes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = [
+            trunk(_resized(x, size, self.input_size)).flatten(1)
+            for trunk, size in zip(self.trunks, self.input_sizes, strict=True)
+        ]
+        return torch.cat(maps, dim=1)
+
+
+class EnsembleTail(nn.Module):
+    """The members' trainable tails: :class:`EnsembleTrunk`'s vector back into each
+    member's feature map, through its last blocks and pooling, normalised and scaled as
+    :class:`EnsembleBackbone` does, concatenated."""
+
+    def __init__(
+        self, tails: Sequence[nn.Module], map_shapes: Sequence[tuple[int, int, int]],
+        member_features: Sequence[int],
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.tails = nn.ModuleList(tails)
+        self.map_shapes = [tuple(int(d) for d in shape) for shape in map_shapes]
+        self.sizes = [math.prod(shape) for shape in self.map_shapes]
+        self.member_features = [int(width) for width in member_features]
+
+    def forward(self, flat: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        parts = torch.split(flat, self.sizes, dim=1)
+        for tail, part, shape, width in zip(
+            self.tails, parts, self.map_shapes, self.member_features, strict=True
+        ):
+            pooled = tail(part.reshape(-1, *shape))
+            outputs.append(F.normalize(pooled, dim=1) * math.sqrt(width))
+        return torch.cat(outputs, dim=1)
+
+
+def split_ensemble(backbone: EnsembleBackbone, tail_blocks: int) -> tuple[nn.Module, nn.Module]:
+    """Cut every member of ``backbone`` at its last ``tail_blocks`` blocks: one
+    :class:`EnsembleTrunk` and one :class:`EnsembleTail` (sharing the members' parameters)."""
+    trunks, tails, shapes = [], [], []
+    for member, size in zip(backbone.members, backbone.input_sizes, strict=True):
+        trunk, tail = split_backbone(member, tail_blocks)
+        was_training = trunk.training
+        trunk.eval()
+        with torch.no_grad():  # the map's shape, once (it depends only on the input size)
+            shapes.append(tuple(trunk(torch.zeros(1, 3, size, size)).shape[1:]))
+        trunk.train(was_training)
+        trunks.append(trunk)
+        tails.append(tail)
+    return (
+        EnsembleTrunk(trunks, backbone.input_sizes),
+        EnsembleTail(tails, shapes, backbone.member_features),
+    )
 
 
 def _member_input_size(arch: str) -> int:
@@ -182,9 +251,7 @@ def split_backbone(backbone: nn.Module, tail_blocks: int) -> tuple[nn.Module, nn
     if tail_blocks == 0:
         return backbone, nn.Identity()
     if isinstance(backbone, EnsembleBackbone):
-        raise ConfigError(
-            "an ensemble backbone trains its heads only on the fast path; set trainer.tail_blocks=0"
-        )
+        return split_ensemble(backbone, tail_blocks)
     modules, first_block, num_blocks = flat_modules(backbone)
     if not 0 < tail_blocks <= num_blocks:
         raise ConfigError(
