@@ -214,6 +214,20 @@ instance_group [
 """
 
 
+# The rejection step's outputs: listed once, in its own config and in the ensemble's.
+_REJECT_OUTPUTS = """
+  {
+    name: "unknown_score"
+    data_type: TYPE_FP32
+    dims: [ 1 ]
+  },
+  {
+    name: "is_known"
+    data_type: TYPE_BOOL
+    dims: [ 1 ]
+  }"""
+
+
 def _reject_config(num_classes: int, embedding_dim: int) -> str:
     return f"""name: "{REJECT_MODEL}"
 backend: "python"
@@ -230,17 +244,7 @@ input [
     dims: [ {embedding_dim} ]
   }}
 ]
-output [
-  {{
-    name: "unknown_score"
-    data_type: TYPE_FP32
-    dims: [ 1 ]
-  }},
-  {{
-    name: "is_known"
-    data_type: TYPE_BOOL
-    dims: [ 1 ]
-  }}
+output [{_REJECT_OUTPUTS}
 ]
 dynamic_batching {{ }}
 instance_group [
@@ -251,18 +255,6 @@ instance_group [
 ]
 """
 
-
-_REJECT_OUTPUTS = """,
-  {
-    name: "unknown_score"
-    data_type: TYPE_FP32
-    dims: [ 1 ]
-  },
-  {
-    name: "is_known"
-    data_type: TYPE_BOOL
-    dims: [ 1 ]
-  }"""
 
 _REJECT_STEP = f""",
     {{
@@ -278,7 +270,7 @@ _REJECT_STEP = f""",
 def _ensemble_config(
     input_size: int, num_classes: int, embedding_dim: int, reject: bool = False
 ) -> str:
-    extra_outputs = _REJECT_OUTPUTS if reject else ""
+    extra_outputs = "," + _REJECT_OUTPUTS if reject else ""
     extra_step = _REJECT_STEP if reject else ""
     logits_map = '\n      output_map { key: "logits" value: "logits" }' if reject else ""
     return f"""name: "{ENSEMBLE_MODEL}"
