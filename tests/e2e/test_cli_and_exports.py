@@ -335,4 +335,7 @@ def test_benchmark_json_has_every_runtime_and_ratio(
     )
     assert ratios["auto_vs_onnx_fp32_latency"] > 0 and ratios["end_to_end_vs_auto"] > 0
     assert report["limit"]["matmul_gflops"] > 0 and report["limit"]["model_gflop_per_image"] > 0
+    stages = report["end_to_end"]["stages"]
+    assert stages["decode_ms"] > 0 and stages["preprocess_ms"] > 0 and stages["images"] == 40
+    assert 0 < ratios["end_to_end_ceiling_vs_auto"] < 1
     assert set(report["cpu_features"]) == {"avx2", "avx512", "vnni", "bf16", "amx"}

@@ -10,6 +10,7 @@ import pytest
 from flowerclf.core.errors import UsageError
 from flowerclf.inference.benchmark import (
     TARGET_FIGURES,
+    end_to_end_ceiling,
     format_report,
     judge_targets,
     load_targets,
@@ -67,6 +68,14 @@ def test_auto_ratios_are_judged_like_the_others():
     assert [judged[k]["met"] for k in goals] == [True, False, True]
 
 
+def test_end_to_end_ceiling_counts_the_host_work_against_the_cores():
+    # 400 img/s on 2 cores = 5 core-ms per image; 2.5 core-ms of decoding on top: 2/3.
+    assert end_to_end_ceiling(400.0, 2.5, 2) == pytest.approx(2 / 3)
+    # a slow model hides the same decoding almost entirely
+    assert end_to_end_ceiling(50.0, 2.5, 2) == pytest.approx(1 / 1.0625)
+    assert end_to_end_ceiling(400.0, 0.0, 2) == 1.0
+
+
 def test_text_report_says_when_no_goal_was_given():
     report = _report(4.8, 7.4, 1.09) | {
         "model": "m", "version": "1", "hardware": "cpu", "threads": 2, "batch_size": 32,
@@ -74,8 +83,11 @@ def test_text_report_says_when_no_goal_was_given():
     }  # fmt: skip
     report["onnx_fp32"] |= {"throughput_ips": 116.7, "p95_ms": 7.8, "peak_rss_mb": 820.0}
     report["targets"] = judge_targets(report, {"onnx_fp32_p50_ms": 5.0})
+    report["end_to_end"] = {"stages": {"decode_ms": 1.3, "preprocess_ms": 0.4, "images": 1}}
+    report["ratios"]["end_to_end_ceiling_vs_auto"] = 0.74
     text = format_report(report)
     assert "target onnx_fp32_p50_ms: 7.4 (target 5.0): NOT met" in text
+    assert "decode 1.30 ms + preprocess 0.40 ms; with 2 cores that allows at most 0.74x" in text
     assert "target onnx_fp32_vs_torch: 4.8 (no goal given: --targets FILE)" in text
 
 

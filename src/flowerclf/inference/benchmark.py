@@ -55,6 +55,7 @@ INT8_ACCURACY_KEYS = ("split", "num_images", "fp32_accuracy", "int8_accuracy",
 PACKAGE_FILES = {"onnx_int8": "onnx_int8", "openvino_int8": "openvino_int8"}
 MIN_SECONDS = 3.0  # per throughput measurement: long enough to average out jitter
 WORKING_SET = 64  # preprocessed images a runtime process holds (cycled for throughput)
+STAGE_IMAGES = 128  # images timed one by one for the decode / preprocess figures
 # The figures a targets file (``--targets``) may set goals for, and which way is better.
 # The goals themselves are a project's, not the library's: this project keeps its own in
 # scripts/benchmark_targets.json.
@@ -135,13 +136,46 @@ def _measure_end_to_end(
     results = classifier.predict_each(paths)
     seconds = time.perf_counter() - t0
     errors = sum(1 for r in results if not hasattr(r, "predicted_class"))
+    spec = classifier.spec
+    classifier.close()
     return {
         "end_to_end_ips": round(len(paths) / seconds, 1),
         "backend": classifier.backend_name,
         "images": len(paths),
         "errors": errors,
         "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "stages": _measure_stages(paths[:STAGE_IMAGES], spec),
     }
+
+
+def _measure_stages(paths: Sequence[str], spec: Any) -> dict[str, float]:
+    """One core's milliseconds per image for decoding (file -> upright RGB) and for
+    preprocessing (resize, crop, normalise): the work around the model."""
+    decode_s = preprocess_s = 0.0
+    for path in paths:
+        t0 = time.perf_counter()
+        image = to_rgb(path, target_short_side=spec.resize_size)  # as Classifier does
+        t1 = time.perf_counter()
+        preprocess_eval(image, spec)
+        preprocess_s += time.perf_counter() - t1
+        decode_s += t1 - t0
+    count = max(1, len(paths))
+    return {
+        "decode_ms": round(1000 * decode_s / count, 3),
+        "preprocess_ms": round(1000 * preprocess_s / count, 3),
+        "images": len(paths),
+    }
+
+
+def end_to_end_ceiling(model_ips: float, host_ms: float, cores: int) -> float:
+    """The highest end-to-end / model-only throughput ratio ``cores`` cores allow.
+
+    The model at ``model_ips`` keeps every core busy, so each image costs ``cores /
+    model_ips`` core-seconds of it, plus ``host_ms`` core-milliseconds of decoding and
+    preprocessing that no thread pool can hide when there are no idle cores:
+    ``1 / (1 + host_s * model_ips / cores)``.
+    """
+    return 1.0 / (1.0 + host_ms / 1000.0 * model_ips / max(1, cores))
 
 
 def _measure_limit(model: str, verify: bool) -> dict[str, Any]:
@@ -291,7 +325,16 @@ def _ratios(report: dict[str, Any]) -> dict[str, float | None]:
         "auto_vs_onnx_fp32": ratio(ips("auto"), fp32),
         "auto_vs_onnx_fp32_latency": ratio(p50["onnx_fp32"], p50["auto"]),
         "end_to_end_vs_auto": ratio(report.get("end_to_end_ips"), ips("auto")),
+        "end_to_end_ceiling_vs_auto": _ceiling(report, ips("auto")),
     }
+
+
+def _ceiling(report: dict[str, Any], auto_ips: float | None) -> float | None:
+    stages = report.get("end_to_end", {}).get("stages")
+    if not stages or not auto_ips:
+        return None
+    host_ms = stages["decode_ms"] + stages["preprocess_ms"]
+    return round(end_to_end_ceiling(auto_ips, host_ms, int(report["threads"])), 2)
 
 
 def load_targets(path: str | Path) -> dict[str, float]:
@@ -359,6 +402,19 @@ def limit_line(report: dict[str, Any]) -> str | None:
     )
 
 
+def stages_line(report: dict[str, Any]) -> str | None:
+    """One line: the work around the model per image, and the end-to-end ratio it allows."""
+    stages = report.get("end_to_end", {}).get("stages")
+    ceiling = report.get("ratios", {}).get("end_to_end_ceiling_vs_auto")
+    if not stages or ceiling is None:
+        return None
+    return (
+        f"around the model, per image on one core: decode {stages['decode_ms']:.2f} ms + "
+        f"preprocess {stages['preprocess_ms']:.2f} ms; with {report['threads']} cores that "
+        f"allows at most {ceiling:.2f}x of auto's model-only throughput end to end"
+    )
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"model {report['model']} ({report['version']}) on {report['hardware']}, "
@@ -385,6 +441,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"auto picked: {report['auto']['backend']}")
     backend = report.get("end_to_end", {}).get("backend", "auto")
     lines.append(f"end-to-end (decode + preprocess + {backend}): {report['end_to_end_ips']} img/s")
+    if line := stages_line(report):
+        lines.append(line)
     if line := limit_line(report):
         lines.append(line)
     lines.append("")
