@@ -305,8 +305,9 @@ LEVER_ROWS = {
     "Lite0+1+2 features, heads only, clean view": "tf_flowers-lite_ensemble-ce-1view",
     "+ 2 augmented cached views (`tf_flowers_best`)": best_row("tf_flowers_best", 42),
     "+ label smoothing 0.1": "tf_flowers-lite_ensemble-ce_ls",
-    "instead: each member's last block trained, 2 views (`tf_flowers_ensemble_tails`)":
-        "tf_flowers-lite_ensemble-ce-tails",
+    "instead: members' last blocks trained (`tf_flowers_ensemble_tails`)": (
+        "tf_flowers-lite_ensemble-ce-tails"
+    ),
 }
 
 
