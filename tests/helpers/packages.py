@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,11 @@ class TrainedPackage:
     images: Path  # the generated source images (class sub-folders)
 
 
-def train_and_export(root: Path) -> TrainedPackage:
-    """Train simple_cnn for a few steps on generated images, then export the full package."""
+def train_and_export(
+    root: Path, extra: Sequence[str] = (), export_flags: Sequence[str] = ()
+) -> TrainedPackage:
+    """Train simple_cnn for a few steps on generated images, then export the full package
+    (``extra``: more training overrides; ``export_flags``: e.g. leave optional parts out)."""
     images = build_folder_dataset(root / "source", per_class=16)
     data = ["data=folder", f"data.source={images}", f"data.root={root / 'data'}"]
     with pytest.MonkeyPatch.context() as patch:
@@ -38,7 +42,7 @@ def train_and_export(root: Path) -> TrainedPackage:
         overrides = [
             *data, "data.batch_size=8", "data.num_workers=0", "model=simple_cnn",
             "model.preprocess.input_size=32", "model.embedding_dim=16", "trainer=smoke",
-            f"paths.output_dir={root / 'outputs'}", f"logger.tracking_uri={tracking_uri}",
+            f"paths.output_dir={root / 'outputs'}", f"logger.tracking_uri={tracking_uri}", *extra,
         ]  # fmt: skip
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
@@ -48,7 +52,7 @@ def train_and_export(root: Path) -> TrainedPackage:
         patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)  # how `export <run id>` finds the run
         with contextlib.redirect_stdout(io.StringIO()):
             code = main(["-q", "export", result["run_id"], "--out", str(package),
-                         "--calibration-images", "24"])  # fmt: skip
+                         "--calibration-images", "24", *export_flags])  # fmt: skip
         assert code == 0
     return TrainedPackage(
         root=root,

@@ -181,6 +181,7 @@ class TrainerConfig(FrozenSection):
     check_val_every_n_epoch: int = Field(ge=1)
     early_stopping: EarlyStoppingConfig
     train_splits: tuple[Split, ...] = Field(min_length=1)
+    calibration_holdout: float = Field(ge=0.0, lt=1.0)
     tail_blocks: int = Field(ge=0)
     cache_views: int = Field(ge=1, le=64)
     cached_batch_size: int = Field(ge=1)

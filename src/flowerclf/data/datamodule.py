@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,6 +95,8 @@ class TrainSplitSettings(Protocol):
 
     @property
     def train_splits(self) -> Sequence[str]: ...
+    @property
+    def calibration_holdout(self) -> float: ...
 
 
 class LabelSmoothingSettings(Protocol):
@@ -118,6 +121,21 @@ class DataModuleSettings(Protocol):
     def seed(self) -> int: ...
 
 
+def holdout_rows(rows: Sequence[ManifestRow], share: float, seed: int) -> list[ManifestRow]:
+    """A seeded ``share`` of each class's ``rows`` (at least one per class with two or
+    more rows, never all of a class's rows)."""
+    by_class: dict[int, list[ManifestRow]] = {}
+    for row in sorted(rows, key=lambda r: r.id):
+        by_class.setdefault(row.label, []).append(row)
+    rng = random.Random(seed)
+    picked = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        count = min(len(members) - 1, max(1, round(share * len(members))))
+        picked += rng.sample(members, count) if count > 0 else []
+    return sorted(picked, key=lambda r: r.id)
+
+
 class FlowerDataModule(L.LightningDataModule):
     """Serves a prepared dataset to Lightning.
 
@@ -132,6 +150,10 @@ class FlowerDataModule(L.LightningDataModule):
         train_splits: manifest splits used for training (e.g. ``["train", "val"]`` to
             train on train+val for the final Oxford-102 protocol).
         label_smoothing: applied to the soft targets of MixUp/CutMix.
+        calibration_holdout: with ``val`` among ``train_splits``, the share of each class's
+            validation images kept out of training (seeded by ``seed``), so that export
+            and evaluation fit the temperature and rejection thresholds on images the
+            model has not seen (:meth:`calibration_rows`); 0 trains on all of them.
     """
 
     def __init__(
@@ -147,6 +169,7 @@ class FlowerDataModule(L.LightningDataModule):
         seed: int,
         train_splits: Sequence[str],
         label_smoothing: float,
+        calibration_holdout: float,
     ) -> None:
         super().__init__()
         self.prepared_dir = Path(prepared_dir)
@@ -159,6 +182,9 @@ class FlowerDataModule(L.LightningDataModule):
         self.seed = seed
         self.train_splits = tuple(train_splits)
         self.label_smoothing = label_smoothing
+        if not 0.0 <= calibration_holdout < 1.0:
+            raise ValueError(f"calibration_holdout must be in [0, 1), got {calibration_holdout}")
+        self.calibration_holdout = calibration_holdout
         self.classes: list[str] = []
         self.rows: list[ManifestRow] = []
         self.mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
@@ -181,6 +207,7 @@ class FlowerDataModule(L.LightningDataModule):
             seed=cfg.seed,
             train_splits=tuple(cfg.trainer.train_splits),
             label_smoothing=cfg.loss.label_smoothing,
+            calibration_holdout=cfg.trainer.calibration_holdout,
         )
 
     @property
@@ -203,11 +230,12 @@ class FlowerDataModule(L.LightningDataModule):
         raw_dir = prepared_raw_dir(self.prepared_dir)
         eval_transform = EvalTransform(self.spec)
         train_transform = build_train_transform(self.spec, self.augment)
-        train_rows = [r for r in self.rows if r.split in self.train_splits]
+        train_rows = self.training_rows()
         self._datasets = {
             "train": ManifestDataset(raw_dir, train_rows, train_transform),
             "train_eval": ManifestDataset(raw_dir, train_rows, eval_transform),
             "val": ManifestDataset(raw_dir, self.split_rows("val"), eval_transform),
+            "calibration": ManifestDataset(raw_dir, self.calibration_rows(), eval_transform),
             "test": ManifestDataset(raw_dir, self.split_rows("test"), eval_transform),
             "all": ManifestDataset(raw_dir, self.rows, eval_transform),
         }
@@ -223,8 +251,36 @@ class FlowerDataModule(L.LightningDataModule):
     def split_rows(self, split: str) -> list[ManifestRow]:
         return [r for r in self.rows if r.split == split]
 
+    @property
+    def _held_out_ids(self) -> frozenset[int]:
+        """Ids of the validation rows kept out of training (see ``calibration_holdout``)."""
+        if "val" not in self.train_splits or self.calibration_holdout <= 0:
+            return frozenset()
+        return frozenset(
+            r.id for r in holdout_rows(self.split_rows("val"), self.calibration_holdout, self.seed)
+        )
+
+    def training_rows(self) -> list[ManifestRow]:
+        """The rows the model trains on: ``train_splits`` less the calibration hold-out."""
+        held_out = self._held_out_ids
+        return [r for r in self.rows if r.split in self.train_splits and r.id not in held_out]
+
+    def calibration_rows(self) -> list[ManifestRow]:
+        """Rows to fit calibration and rejection thresholds on: the validation split when
+        it is not trained on, else its held-out share (empty without one)."""
+        if "val" not in self.train_splits:
+            return self.split_rows("val")
+        held_out = self._held_out_ids
+        return [r for r in self.split_rows("val") if r.id in held_out]
+
+    @property
+    def calibration_is_held_out(self) -> bool:
+        """Whether :meth:`calibration_rows` are images the model was not trained on."""
+        return "val" not in self.train_splits or bool(self._held_out_ids)
+
     def dataset(self, name: str) -> ManifestDataset:
-        """``train`` (augmented), ``train_eval``, ``val``, ``test`` or ``all`` (eval transform)."""
+        """``train`` (augmented), ``train_eval``, ``val``, ``calibration`` (see
+        :meth:`calibration_rows`), ``test`` or ``all`` (eval transform)."""
         self.setup()
         return self._datasets[name]
 

@@ -105,7 +105,7 @@ def evaluate(
     embeddings_file = run_dir / EMBEDDINGS_FILE
     if embeddings_file.is_file() and split != "train":
         saved = np.load(embeddings_file)
-        train_mask = np.isin(saved["splits"], list(datamodule.train_splits))
+        train_mask = np.isin(saved["ids"], [r.id for r in datamodule.training_rows()])
         extra["knn_accuracy"] = knn_accuracy(
             predictions.embeddings, predictions.labels, saved["embeddings"][train_mask],
             saved["labels"][train_mask], config.trainer.knn_k,
@@ -141,8 +141,12 @@ def evaluate(
 
 
 def _val(runner: Any, datamodule: Any) -> Predictions:
+    """Outputs on the images calibration is fitted on, as export fits it: the held-out
+    share of a trained validation split where the run has one, else the split."""
+    held_out = "val" in datamodule.train_splits and datamodule.calibration_rows()
+    name = "calibration" if held_out else "val"
     with torch.inference_mode():
-        return predict_loader(runner, datamodule.loader("val"), "val (calibration)")
+        return predict_loader(runner, datamodule.loader(name), f"{name} (calibration)")
 
 
 def _calibrated(

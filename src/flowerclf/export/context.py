@@ -155,7 +155,7 @@ class ExportContext:
 
     @cached_property
     def train_rows(self) -> list[ManifestRow]:
-        return [r for r in self.datamodule.rows if r.split in self.datamodule.train_splits]
+        return self.datamodule.training_rows()
 
     def elapsed_s(self) -> float:
         return round(time.perf_counter() - self.started, 1)

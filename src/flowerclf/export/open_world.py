@@ -161,7 +161,9 @@ def fit_tta_calibration(
 def write_open_world(context: ExportContext) -> StepResult:
     """Export step: the ONNX model's validation logits/embeddings and the training
     embeddings (written by the ``embeddings`` step) -> :func:`fit_open_world`."""
-    val_rows = context.datamodule.split_rows("val")
+    # Images the model did not train on where the run has them: the validation split, or
+    # its held-out share when validation was trained on (trainer.calibration_holdout).
+    val_rows = context.datamodule.calibration_rows() or context.datamodule.split_rows("val")
     session = cpu_session(context.onnx_path)
     chunks = iter_preprocessed(
         val_rows, context.raw_dir, context.spec, "val (calibration, rejection)", IMAGE_CHUNK
@@ -183,7 +185,7 @@ def write_open_world(context: ExportContext) -> StepResult:
     files, section = fit_open_world(
         context.staging, validation, train_embeddings, train_labels, context.classes,
         context.options.open_world,
-        fitted_on_training_images="val" in context.datamodule.train_splits,
+        fitted_on_training_images=not context.datamodule.calibration_is_held_out,
     )  # fmt: skip
     if len(validation.labels) and "temperature" in section:
         tta = fit_tta_calibration(

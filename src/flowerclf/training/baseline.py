@@ -19,9 +19,7 @@ def train_majority(context: RunContext) -> TrainResult:
     """
     datamodule = context.datamodule
     classes = datamodule.classes
-    train_labels = np.asarray(
-        [r.label for r in datamodule.rows if r.split in datamodule.train_splits], dtype=np.int64
-    )
+    train_labels = np.asarray([r.label for r in datamodule.training_rows()], dtype=np.int64)
     prior = np.bincount(train_labels, minlength=len(classes)).astype(np.float64)
     prior /= prior.sum()
     record_start(context)

@@ -41,6 +41,10 @@ class CachedSplit:
     ids: torch.Tensor  # (N * views,) manifest ids
 
 
+# Key parts that say which rows are trained on; val and test do not depend on them.
+TRAINED_ROWS_KEYS = ("train_splits", "calibration_holdout")
+
+
 def cache_key(parts: dict[str, Any]) -> str:
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
@@ -91,8 +95,9 @@ def build_feature_cache(
         runtime: ``auto``, ``onnx``, ``openvino`` or ``torch`` (``trainer.feature_runtime``).
         seed: the run's seed; augmented view ``v`` is drawn with ``seed + v``.
         key_parts: everything else that changes the outputs (manifest, weights, cut,
-            preprocessing, augmentation, train splits...); ``augment`` and
-            ``train_splits`` are left out of the keys of the parts they cannot change.
+            preprocessing, augmentation, train splits...); ``augment`` and the
+            :data:`TRAINED_ROWS_KEYS` are left out of the keys of the parts they cannot
+            change.
 
     Returns:
         ``train_eval``, ``val``, ``test``: one eval-transform pass each, in float32 (so
@@ -126,14 +131,14 @@ def _build(
 ) -> dict[str, CachedSplit]:
     builder = _CacheBuilder(trunk, datamodule, runtime, cache_dir)
     common = dict(key_parts)
-    clean = {k: v for k, v in common.items() if k not in ("augment", "train_splits")}
+    # Which rows are trained on (train splits, a calibration hold-out) changes the train
+    # parts only: val and test are shared by every run on the same network.
+    trained_rows = {k: v for k, v in common.items() if k in TRAINED_ROWS_KEYS}
+    clean = {k: v for k, v in common.items() if k not in ("augment", *TRAINED_ROWS_KEYS)}
     result = {
         "val": builder.get({**clean, "split": "val"}, "val"),
         "test": builder.get({**clean, "split": "test"}, "test"),
-        "train_eval": builder.get(
-            {**clean, "split": "train_eval", "train_splits": common.get("train_splits")},
-            "train_eval",
-        ),
+        "train_eval": builder.get({**clean, "split": "train_eval", **trained_rows}, "train_eval"),
     }
     parts = [result["train_eval"]]
     for view in range(1, views):

@@ -269,6 +269,12 @@ def _make_trainer(context: RunContext) -> tuple[L.Trainer, ModelCheckpoint]:
     return trainer, checkpoint_cb
 
 
+def _holdout_key(share: float, seed: int) -> dict[str, Any]:
+    """The calibration hold-out's part of the cache key: absent without one (so caches
+    built before it existed still match), else the share and the seed that drew it."""
+    return {"calibration_holdout": [share, seed]} if share > 0 else {}
+
+
 def _feature_caches(
     context: RunContext, module: FlowerClassifier, spec: PreprocessSpec
 ) -> tuple[dict[str, CachedSplit], float]:
@@ -295,6 +301,7 @@ def _feature_caches(
             "spec": spec.to_dict(),
             "augment": cfg.augment.to_dict(),
             "train_splits": list(cfg.trainer.train_splits),
+            **_holdout_key(cfg.trainer.calibration_holdout, cfg.seed),
         },
     )
     return caches, time.perf_counter() - started
