@@ -34,7 +34,7 @@ from flowerclf.training.module import FlowerClassifier
 from flowerclf.training.seeding import seed_everything
 
 # The training code's own cache loader: same keys, same parts.
-from flowerclf.training.train import _feature_caches
+from flowerclf.training.train import feature_caches
 
 
 def pooled(module: FlowerClassifier, inputs: torch.Tensor, batch: int = 512) -> torch.Tensor:
@@ -92,7 +92,7 @@ def main() -> None:
     datamodule.setup()
     module = FlowerClassifier(cfg, datamodule.classes, spec.to_dict(), input_mode="trunk")
     context = SimpleNamespace(config=cfg, datamodule=datamodule)
-    caches, cache_s = _feature_caches(context, module, spec)  # type: ignore[arg-type]
+    caches, cache_s = feature_caches(context, module, spec)  # type: ignore[arg-type]
     features = {name: pooled(module, caches[name].inputs) for name in ("train", "val", "test")}
     labels = {name: caches[name].labels for name in ("train", "val", "test")}
     classes = len(datamodule.classes)

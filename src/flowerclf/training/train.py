@@ -202,7 +202,7 @@ def train(cfg: FlowerclfConfig) -> TrainResult:
     trainer, checkpoint_cb = _make_trainer(context)
     caches, cache_seconds = (None, 0.0)
     if cfg.trainer.mode == "cached":
-        caches, cache_seconds = _feature_caches(context, module, spec)
+        caches, cache_seconds = feature_caches(context, module, spec)
     try:
         _fit(trainer, module, datamodule, caches, resume_ckpt)
     except TrainingInterruptedError:
@@ -275,10 +275,13 @@ def _holdout_key(share: float, seed: int) -> dict[str, Any]:
     return {"calibration_holdout": [share, seed]} if share > 0 else {}
 
 
-def _feature_caches(
+def feature_caches(
     context: RunContext, module: FlowerClassifier, spec: PreprocessSpec
 ) -> tuple[dict[str, CachedSplit], float]:
-    """The frozen trunk's outputs for every split (built once, then reused by key)."""
+    """The frozen trunk's outputs for every split (built once, then reused by key).
+
+    Public: scripts/head_probe.py fits its probe on the same cached features.
+    """
     cfg, datamodule = context.config, context.datamodule
     started = time.perf_counter()
     cache_dir = (
