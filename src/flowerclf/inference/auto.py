@@ -63,9 +63,10 @@ DEFAULT_PARITY_ATOL = 1e-4
 # Batches up to this size run on the latency winner, larger ones on the throughput winner.
 LATENCY_BATCH_MAX = 4
 # Two runtimes in one process cost more than their figures say: each keeps its own thread
-# pool, and the two pools contend (batch-1 p50 measured 9.5 ms split vs 6.3 ms on one
-# runtime, 2-core machine). So one runtime serves both batch classes unless the other
-# class's winner is more than this much better at it.
+# pool, and the two pools contend (scripts/split_runtime.py, 2-core machine: single images
+# between batches on another runtime kept their p50 but had a 1.4-1.6x longer p95). So one
+# runtime serves both batch classes unless the other class's winner is more than this much
+# better at it.
 SINGLE_RUNTIME_SLACK = 0.15
 THROUGHPUT_BATCH = 32
 PROBE_IMAGES = 8
