@@ -1,6 +1,6 @@
 """How good can a linear head on a recipe's cached features be? A convex reference.
 
-    python scripts/head_probe.py experiment=tf_flowers_best [seed=43] [--c 0.5 1 2 4]
+    python scripts/head_probe.py experiment=tf_flowers_ensemble [seed=43] [--c 0.5 1 2 4]
 
 Loads the recipe's feature cache exactly as training does (the same keys: nothing is
 recomputed when the recipe has trained once), then fits a multinomial logistic regression

@@ -243,6 +243,7 @@ class FlowerclfConfig(FrozenSection):
     paths: PathsConfig
     resume: str | None
     init_from: str | None
+    warm_start: str | None
 
     @field_validator("seed", mode="before")
     @classmethod

@@ -25,7 +25,12 @@ from torch.utils.data import DataLoader
 
 from flowerclf.config.saved import load_run_config
 from flowerclf.config.schema import FlowerclfConfig, TrainerConfig
-from flowerclf.core.errors import RunNotFoundError, RunStateError, TrainingInterruptedError
+from flowerclf.core.errors import (
+    ConfigError,
+    RunNotFoundError,
+    RunStateError,
+    TrainingInterruptedError,
+)
 from flowerclf.core.preprocess import PreprocessSpec
 from flowerclf.data.datamodule import FlowerDataModule
 from flowerclf.data.prepare import resolve_root
@@ -172,8 +177,45 @@ def _callbacks(cfg: FlowerclfConfig, checkpoint_dir: Path) -> tuple[list[Any], M
 
 def train(cfg: FlowerclfConfig) -> TrainResult:
     """Run one training job described by a composed, validated config
-    (:func:`flowerclf.config.compose_config`)."""
+    (:func:`flowerclf.config.compose_config`).
+
+    With ``warm_start`` (and neither ``init_from`` nor ``resume``), the named experiment
+    first trains the same model in a run of its own (:func:`warm_start_config`), and this
+    run starts from its best checkpoint; ``train_time_s`` then counts both, and the
+    metrics add ``warm_start_time_s``.
+    """
     started = time.perf_counter()
+    if cfg.warm_start and not (cfg.init_from or cfg.resume):
+        if world_size(cfg.trainer.devices, cfg.trainer.num_nodes) > 1:
+            raise ConfigError(
+                "warm_start runs in one process; train the warm start first and pass its "
+                "run to init_from= for a multi-process run"
+            )
+        first = train(warm_start_config(cfg))
+        log.info("warm start %s: run %s, %.0f s", cfg.warm_start, first.run_id,
+                 first.train_time_s)  # fmt: skip
+        resumed = cfg.model_copy(update={"init_from": first.checkpoint})
+        return _train(resumed, started, {"warm_start_time_s": first.train_time_s})
+    return _train(cfg, started, {})
+
+
+def warm_start_config(cfg: FlowerclfConfig) -> FlowerclfConfig:
+    """The warm start's config: ``experiment=<cfg.warm_start>`` for how to train (trainer,
+    augment, loss), and ``cfg``'s model, data, seed, output and tracking settings, in a
+    run directory of its own (a fixed ``paths.run_dir`` belongs to the second run)."""
+    from flowerclf.config import compose_config
+
+    how = compose_config([f"experiment={cfg.warm_start}"])
+    return how.model_copy(
+        update={
+            "data": cfg.data, "model": cfg.model, "seed": cfg.seed, "logger": cfg.logger,
+            "paths": cfg.paths.model_copy(update={"run_dir": None}),
+            "resume": None, "init_from": None, "warm_start": None,
+        }
+    )  # fmt: skip
+
+
+def _train(cfg: FlowerclfConfig, started: float, more_metrics: dict[str, float]) -> TrainResult:
     cfg = _with_resolved_data_root(cfg)
     run_dir = fixed_run_dir(cfg)
     resume_run, resume_ckpt = _find_resume(
@@ -216,6 +258,7 @@ def train(cfg: FlowerclfConfig) -> TrainResult:
     predictions = _predict_splits(module, datamodule, caches)
     # Near zero when an earlier run's cache was reused: say so next to the total.
     extra_metrics = {"feature_cache_s": round(cache_seconds, 2)} if caches is not None else {}
+    extra_metrics |= more_metrics
     if trainer.world_size > 1:
         extra_metrics["world_size"] = trainer.world_size  # the processes fit ran on (DDP)
     result = finish_run(
