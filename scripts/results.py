@@ -343,7 +343,7 @@ ENSEMBLE_COST = "ensemble_cost.json"
 
 
 def ensemble_cost_line(repo: Path = REPO) -> str:
-    """The best tf_flowers package's inference cost against the single model's
+    """The three-backbone ensemble package's inference cost against the single model's
     (scripts/ensemble_cost.py), if measured."""
     cost = _json(repo / "results" / ENSEMBLE_COST)
     if cost is None:
@@ -352,7 +352,10 @@ def ensemble_cost_line(repo: Path = REPO) -> str:
     ratios = cost["ratios"]
     passed = {name: check.get("passed") for name, check in cost["parity"].items()}
     return (
-        f"\nInference cost of `{cost['packages']['best']}` against `{cost['packages']['single']}` "
+        f"\nInference cost of the three-backbone ensemble (`{cost['packages']['best']}` when "
+        f"`tf_flowers_best` was `tf_flowers_ensemble`; the warm-started recipe is one Lite0 "
+        f"and costs what `{cost['packages']['single']}` costs) against "
+        f"`{cost['packages']['single']}` "
         f"({best['hardware']}, one run of `{cost['command']}`): ONNX Runtime fp32 "
         f"{best['onnx_fp32']['throughput_ips']:.1f} vs {single['onnx_fp32']['throughput_ips']:.1f} "
         f"img/s at batch 32 ({ratios['onnx_fp32_throughput_ips']:.2f}x), batch-1 p50 "
