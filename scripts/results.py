@@ -119,6 +119,8 @@ ROWS: dict[str, list[str]] = {
     "oxford102-lite0_tail2-ce-best-calib20": [
         "experiment=oxford102_best", "trainer.calibration_holdout=0.2",
     ],
+    # tf_flowers_best's second half alone: 3 epochs of full fine-tuning from ImageNet.
+    "tf_flowers-lite0-ce-full_3ep": ["experiment=tf_flowers_best", "warm_start=null"],
     "tf_flowers-lite0-ce-fast_then_full": [
         "data=tf_flowers", "model=tf_efficientnet_lite0", "trainer.accelerator=cpu",
         "init_from=runs/tf_flowers/checkpoints/best.ckpt", "trainer.max_epochs=3",
@@ -176,7 +178,8 @@ ORDER = [
     "oxford102-lite2-ce",
     "tf_flowers-lite_ensemble-ce-1view", "tf_flowers-lite_ensemble-ce_ls",
     *(f"tf_flowers-lite_ensemble-ce-best-seed{seed}" for seed in (42, 43, 44)),
-    "tf_flowers-lite_ensemble-ce-tails", "tf_flowers-lite0-ce-fast_then_full",
+    "tf_flowers-lite_ensemble-ce-tails", "tf_flowers-lite0-ce-full_3ep",
+    "tf_flowers-lite0-ce-fast_then_full",
     "oxford102-lite0-ce-strong_aug_tail2-288px", "oxford102-lite0_tail2-ce-best-calib20",
     *(best_row(recipe, seed) for recipe in BEST_RECIPES for seed in BEST_SEEDS),
 ]  # fmt: skip
@@ -333,7 +336,10 @@ LEVER_ROWS = {
     "instead: Lite0 full fine-tuning, 5 epochs from ImageNet weights": (
         "tf_flowers-lite0-ce-full_finetune"
     ),
-    "instead: Lite0 fast path, then 3 epochs of full fine-tuning (`tf_flowers_best`)": (
+    "instead: Lite0 full fine-tuning, 3 epochs at the lower head learning rate": (
+        "tf_flowers-lite0-ce-full_3ep"
+    ),
+    "+ the fast path first (`tf_flowers_best`, here in two commands)": (
         "tf_flowers-lite0-ce-fast_then_full"
     ),
 }

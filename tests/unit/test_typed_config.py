@@ -176,3 +176,11 @@ def test_a_package_descriptor_model_section_reads_back() -> None:
     assert load_model_section(current).drop_rate == 0.3
     with pytest.raises(ConfigError, match="model.embedding_dim"):
         load_model_section({**old, "embedding_dim": 0})
+
+
+def test_an_experiment_can_set_warm_start() -> None:
+    # config.yaml's own keys come before the experiment in its defaults list: otherwise its
+    # `warm_start: null` would silently override the experiment's.
+    best = compose_config(["experiment=tf_flowers_best"])
+    assert best.warm_start == "tf_flowers_fast" and best.trainer.mode == "finetune"
+    assert compose_config(["experiment=tf_flowers_best", "warm_start=null"]).warm_start is None
