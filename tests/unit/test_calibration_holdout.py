@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from flowerclf.cli.main import main
-from flowerclf.config import compose_config
 from flowerclf.data.datamodule import FlowerDataModule, holdout_rows
 from flowerclf.data.manifest import ManifestRow
-from flowerclf.models.preprocessing import spec_from_model_config
 from flowerclf.training.features import TRAINED_ROWS_KEYS
+from tests.helpers.datamodules import folder_datamodule
 from tests.helpers.images import build_folder_dataset
 
 
@@ -28,11 +27,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _datamodule(root: Path, *extra: str) -> FlowerDataModule:
-    cfg = compose_config(
-        ["data=folder", "data.source=x", f"data.root={root}", "data.batch_size=4",
-         "data.num_workers=0", "model=simple_cnn", "model.preprocess.input_size=32", *extra]
-    )  # fmt: skip
-    datamodule = FlowerDataModule.from_config(cfg, spec_from_model_config(cfg.model))
+    datamodule = folder_datamodule(root, *extra)
     datamodule.setup()
     return datamodule
 

@@ -14,10 +14,10 @@ from flowerclf.cli.main import main
 from flowerclf.config import compose_config
 from flowerclf.core.errors import ConfigError
 from flowerclf.core.preprocess import PreprocessSpec, preprocess_eval
-from flowerclf.data.datamodule import FlowerDataModule
 from flowerclf.data.transforms import AddGaussianNoise, build_mixup, build_train_transform
 from flowerclf.models.preprocessing import resolve_spec, spec_from_model_config
 from flowerclf.training.seeding import seed_everything
+from tests.helpers.datamodules import folder_datamodule
 from tests.helpers.images import build_folder_dataset, make_photo
 
 
@@ -114,16 +114,8 @@ def prepared(tmp_path: Path) -> Path:
     return root
 
 
-def _datamodule(root: Path, *extra: str) -> FlowerDataModule:
-    cfg = compose_config(
-        ["data=folder", "data.source=x", f"data.root={root}", "data.batch_size=4",
-         "data.num_workers=0", "model=simple_cnn", "model.preprocess.input_size=32", *extra]
-    )  # fmt: skip
-    return FlowerDataModule.from_config(cfg, spec_from_model_config(cfg.model))
-
-
 def test_datamodule_serves_all_splits(prepared: Path) -> None:
-    dm = _datamodule(prepared)
+    dm = folder_datamodule(prepared)
     dm.setup()
     assert dm.classes == ["a", "b", "c"]
     sizes = {s: len(dm.dataset(s)) for s in ("train", "val", "test")}
@@ -139,7 +131,7 @@ def test_datamodule_serves_all_splits(prepared: Path) -> None:
 def test_training_order_follows_the_seed(prepared: Path) -> None:
     def first_epoch_ids(seed: int) -> list[int]:
         seed_everything(seed)
-        dm = _datamodule(prepared, f"seed={seed}")
+        dm = folder_datamodule(prepared, f"seed={seed}")
         return [int(i) for _, _, ids in dm.train_dataloader() for i in ids]
 
     assert first_epoch_ids(5) == first_epoch_ids(5)
@@ -156,7 +148,7 @@ def test_seed_everything_seeds_all_generators() -> None:
 
 
 def test_missing_prepared_dataset(tmp_path: Path) -> None:
-    dm = _datamodule(tmp_path)
+    dm = folder_datamodule(tmp_path)
     with pytest.raises(FileNotFoundError, match="flowerclf data prepare"):
         dm.setup()
 
