@@ -12,6 +12,13 @@
 * :class:`GracefulInterrupt` turns SIGINT (Ctrl+C) and SIGTERM (``kill``, a scheduler's
   stop) into "finish this batch, save a checkpoint, exit with a message that says how to
   resume" instead of Lightning's exit without a checkpoint. A second signal stops at once.
+  Lightning installs a SIGTERM handler of its own after ``on_fit_start`` that chains to
+  ours and then ends the run with a bare ``SystemExit`` (exit status 0, Lightning issue
+  #19916; no checkpoint of the interrupted batch, no message) at whichever of its checks
+  comes first;
+  the callback therefore takes SIGTERM back in ``on_train_start``, and
+  :func:`interrupted_error` turns Lightning's exit, where it still happens (a signal during
+  the sanity check), into the same error as ours.
 """
 
 from __future__ import annotations
@@ -47,6 +54,17 @@ def resumable_callbacks(seed: int, checkpoint_dir: Path, run_id: str | None) -> 
         EpochSeeding(seed),
         GracefulInterrupt(checkpoint_dir, resume_hint=run_id),
     ]
+
+
+def interrupted_error(checkpoint_dir: Path, resume_hint: str | None) -> TrainingInterruptedError:
+    """The error for a run that Lightning's own SIGTERM handling stopped (see module doc)."""
+    last = checkpoint_dir / LAST_CHECKPOINT
+    if last.is_file():
+        where = f"; checkpoint saved to {last}. Continue with the same command plus "
+        where += f"resume={resume_hint or last}"
+    else:
+        where = " before its first checkpoint; start it again"
+    return TrainingInterruptedError(f"training stopped by SIGTERM{where}", signum=signal.SIGTERM)
 
 
 def mark_interrupted(logger: Any, run_id: str | None) -> None:
@@ -127,11 +145,18 @@ class GracefulInterrupt(Callback):
         self.resume_hint = resume_hint
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._active = False  # between on_fit_start and the end of fit
 
     # --- signal handlers ------------------------------------------------------------------
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         del frame
+        if not self._active:
+            # Reinstalled by Lightning's teardown after an exception ended the fit (it
+            # restores what it found, i.e. this handler): behave as if it were gone.
+            signal.signal(signum, self._previous.get(signum) or signal.SIG_DFL)
+            signal.raise_signal(signum)
+            return
         if self.received is not None:  # asked twice: stop now, without a checkpoint
             self._restore()
             raise KeyboardInterrupt
@@ -147,13 +172,15 @@ class GracefulInterrupt(Callback):
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in HANDLED_SIGNALS:
-            self._previous[signum] = signal.getsignal(signum)
+            # Installed twice (see on_train_start): what to restore is what came first.
+            self._previous.setdefault(signum, signal.getsignal(signum))
             signal.signal(signum, self._handle)
+        self._active = True
 
     def _restore(self) -> None:
+        self._active = False
         for signum, handler in self._previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        self._previous = {}
 
     def _stop_requested(self, trainer: L.Trainer) -> bool:
         """Whether any process was asked to stop.
@@ -178,6 +205,11 @@ class GracefulInterrupt(Callback):
             self.checkpoint_dir, self.resume_hint = trainer.strategy.broadcast(
                 (self.checkpoint_dir, self.resume_hint)
             )
+        self._install()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning has installed its SIGTERM handler since on_fit_start (see module doc):
+        # replace it, so that training batches and epochs end only the way this class does.
         self._install()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -41,7 +42,11 @@ from flowerclf.tracking import load_checkpoint, resolve_checkpoint
 from flowerclf.training.baseline import train_majority
 from flowerclf.training.distributed import global_rank_from_env, world_size
 from flowerclf.training.features import CachedSplit, build_feature_cache, features_dataset
-from flowerclf.training.interrupt import mark_interrupted, resumable_callbacks
+from flowerclf.training.interrupt import (
+    interrupted_error,
+    mark_interrupted,
+    resumable_callbacks,
+)
 from flowerclf.training.module import FlowerClassifier
 from flowerclf.training.predict import FromTrunk, image_runner, predict_loader
 from flowerclf.training.run import (
@@ -250,6 +255,10 @@ def _train(cfg: FlowerclfConfig, started: float, more_metrics: dict[str, float])
     except TrainingInterruptedError:
         mark_interrupted(context.logger, context.run_id)
         raise
+    except SIGTERMException as lightning_exit:  # its own handling: a bare exit status 0
+        mark_interrupted(context.logger, context.run_id)
+        checkpoints = context.run_dir / "checkpoints"
+        raise interrupted_error(checkpoints, context.run_id) from lightning_exit
     if not trainer.is_global_zero:
         # The other processes of a DDP run are done: rank 0 wrote the checkpoints and now
         # evaluates and logs the run once, on the whole of each split.
