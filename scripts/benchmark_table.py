@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from flowerclf.inference.benchmark import stages_line
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO / "results" / "benchmark.json"
 # Optional: the trunk-cache build time before/after (scripts/trunk_cache_speed.py).
@@ -160,26 +162,13 @@ def speed_summary(report: dict, trunk_cache: dict | None = None) -> str:
         value = ratios.get(figure)
         status = "not measured" if value is None else ("met" if value >= goal else "**not met**")
         line = f"- `{figure}` = {value} (goal >= {goal:.2f}; {meaning}): {status}"
-        if figure == "end_to_end_vs_auto" and (ceiling := _ceiling_clause(report)):
+        # Why end to end trails the model: the same sentence `flowerclf benchmark` prints.
+        if figure == "end_to_end_vs_auto" and (ceiling := stages_line(report)):
             line += f"; {ceiling}"
         lines.append(line)
     lines.append(_int8_line(report))
     lines.append(_trunk_cache_line(trunk_cache))
     return "\n".join(lines)
-
-
-def _ceiling_clause(report: dict) -> str | None:
-    """Why end to end trails the model: the decode and preprocess work the cores must also
-    do, and the ratio that leaves at most (``flowerclf benchmark``'s ``stages``)."""
-    stages = (report.get("end_to_end") or {}).get("stages")
-    ceiling = report.get("ratios", {}).get("end_to_end_ceiling_vs_auto")
-    if not stages or ceiling is None:
-        return None
-    return (
-        f"decoding ({stages['decode_ms']:.2f} ms) and preprocessing "
-        f"({stages['preprocess_ms']:.2f} ms) per image on one core leave at most {ceiling} "
-        f"on {report['threads']} cores busy with the model"
-    )
 
 
 def _int8_line(report: dict) -> str:
