@@ -148,3 +148,17 @@ def test_readme_speed_section_has_the_limit_the_choice_and_every_target(
     # The same sentence as `flowerclf benchmark` prints (stages_line).
     assert "decode 1.30 ms + preprocess 0.45 ms; with 2 cores that allows at most 0.89x" in section
     assert "no VNNI/AMX" in section and "trunk-cache build" in section
+
+
+def test_readme_calibration_line_shows_each_recipe_and_what_its_temperature_was_fitted_on(
+    results: ModuleType, repo: Path
+) -> None:
+    calibrated = {"ece_uncalibrated": 0.172, "ece": 0.0284, "temperature": 0.408}
+    _write_json(repo / "reports" / "oxford102" / "metrics.json", calibrated)
+    line = results._calibration_line(repo, None)
+    # tf_flowers' fixture metrics have no temperature (an older evaluate): left out.
+    assert "`tf_flowers`" not in line
+    assert "`oxford102` 0.172 -> 0.028 (T = 0.41 fitted on the fifth of the validation" in line
+    assert "`dvc repro evaluate@oxford102`" in line
+    (repo / "reports" / "oxford102" / "metrics.json").unlink()
+    assert results._calibration_line(repo, None) is None
