@@ -170,10 +170,12 @@ def test_robust_recipe_seeds_line_lists_each_seeds_target_drops_and_their_mean(
     def report(blur: float, jpeg: float) -> dict:
         return {"results": {"blur_r2": {"drop_points": blur}, "jpeg_q30": {"drop_points": jpeg}}}
 
-    assert results.robust_seed_reports(tmp_path) == {}
-    row = results.ROBUST_SEED_ROW.format(seed=43)
+    pattern = results.ROBUST_SEED_ROW
+    assert results.robust_seed_reports(tmp_path, pattern, (43, 44)) == {}
+    row = pattern.format(seed=43)
     _write_json(tmp_path / "results" / "robustness" / f"{row}.json", report(2.0, 1.0))
-    seeds = {42: report(3.8, 1.4)} | results.robust_seed_reports(tmp_path)
-    line = results.robust_seeds_line(seeds)
-    assert "seeds 42, 43" in line
-    assert "blur_r2 3.8, 2.0 (mean 2.9); jpeg_q30 1.4, 1.0 (mean 1.2) (target 3)." in line
+    seeds = {42: report(3.8, 1.4)} | results.robust_seed_reports(tmp_path, pattern, (43, 44))
+    line = results.robust_seeds_line(seeds, "`tf_flowers_robust`")
+    assert "seeds 42, 43" in line and pattern.format(seed="N") in line
+    assert "lost by `tf_flowers_robust`: blur_r2 3.8, 2.0 (mean 2.9); jpeg_q30 1.4, 1.0" in line
+    assert line.endswith("(mean 1.2) (target 3).")
