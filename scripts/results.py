@@ -138,6 +138,12 @@ ROWS: dict[str, list[str]] = {
         "experiment=tf_flowers_robust", "trainer.cache_views=3", "augment.blur_prob=0.5",
         f"seed={seed}",
     ] for seed in (42, 43, 44)},
+    # tf_flowers_best's recipe on Oxford-102 (official protocol, train+val): oxford102_best
+    # as the warm start, then 3 epochs of full fine-tuning from its weights.
+    "oxford102-lite0_warm_full-ce": [
+        "experiment=tf_flowers_best", "data=oxford102", "warm_start=oxford102_best",
+        "trainer.train_splits=[train,val]",
+    ],
     # tf_flowers_best's second half alone: 3 epochs of full fine-tuning from ImageNet.
     "tf_flowers-lite0-ce-full_3ep": ["experiment=tf_flowers_best", "warm_start=null"],
     # Fast path, then end-to-end fine-tuning: the DVC fast-path run's weights (train@
@@ -206,6 +212,7 @@ ORDER = [
     "tf_flowers-lite_ensemble-ce-tails", "tf_flowers-lite0-ce-full_3ep",
     "tf_flowers-lite0-ce-fast_then_full",
     "oxford102-lite0-ce-strong_aug_tail2-288px", "oxford102-lite0_tail2-ce-best-calib20",
+    "oxford102-lite0_warm_full-ce",
     *(best_row(recipe, seed) for recipe in BEST_RECIPES for seed in BEST_SEEDS),
 ]  # fmt: skip
 
