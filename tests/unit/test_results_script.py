@@ -155,13 +155,13 @@ def test_readme_calibration_line_shows_each_recipe_and_what_its_temperature_was_
 ) -> None:
     calibrated = {"ece_uncalibrated": 0.172, "ece": 0.0284, "temperature": 0.408}
     _write_json(repo / "reports" / "oxford102" / "metrics.json", calibrated)
-    line = results._calibration_line(repo, None)
+    line = results._calibration_line(repo)
     # tf_flowers' fixture metrics have no temperature (an older evaluate): left out.
     assert "`tf_flowers`" not in line
     assert "`oxford102` 0.172 -> 0.028 (T = 0.41 fitted on the fifth of the validation" in line
     assert "`dvc repro evaluate@oxford102`" in line
     (repo / "reports" / "oxford102" / "metrics.json").unlink()
-    assert results._calibration_line(repo, None) is None
+    assert results._calibration_line(repo) is None
 
 
 def test_robust_recipe_seeds_line_lists_each_seeds_target_drops_and_their_mean(
