@@ -15,8 +15,7 @@
   Lightning installs a SIGTERM handler of its own after ``on_fit_start`` that chains to
   ours and then ends the run with a bare ``SystemExit`` (exit status 0, Lightning issue
   #19916; no checkpoint of the interrupted batch, no message) at whichever of its checks
-  comes first;
-  the callback therefore takes SIGTERM back in ``on_train_start``, and
+  comes first; the callback therefore takes SIGTERM back in ``on_train_start``, and
   :func:`interrupted_error` turns Lightning's exit, where it still happens (a signal during
   the sanity check), into the same error as ours.
 """
@@ -60,11 +59,16 @@ def interrupted_error(checkpoint_dir: Path, resume_hint: str | None) -> Training
     """The error for a run that Lightning's own SIGTERM handling stopped (see module doc)."""
     last = checkpoint_dir / LAST_CHECKPOINT
     if last.is_file():
-        where = f"; checkpoint saved to {last}. Continue with the same command plus "
-        where += f"resume={resume_hint or last}"
+        where = f"; {_resume_advice(last, resume_hint)}"
     else:
         where = " before its first checkpoint; start it again"
     return TrainingInterruptedError(f"training stopped by SIGTERM{where}", signum=signal.SIGTERM)
+
+
+def _resume_advice(checkpoint: Path, resume_hint: str | None) -> str:
+    """The end of every interrupt message: where the checkpoint is and how to go on."""
+    resume = resume_hint or str(checkpoint)
+    return f"checkpoint saved to {checkpoint}. Continue with the same command plus resume={resume}"
 
 
 def mark_interrupted(logger: Any, run_id: str | None) -> None:
@@ -255,10 +259,8 @@ class GracefulInterrupt(Callback):
     def _stop(self, trainer: L.Trainer, checkpoint: Path, signum: int | None) -> None:
         # In a DDP run, a process that got no signal itself stops because another one did.
         name = signal.Signals(signum).name if signum is not None else "a signal to another process"
-        resume = self.resume_hint or str(checkpoint)
         raise TrainingInterruptedError(
             f"training stopped by {name} in epoch {trainer.current_epoch} (step "
-            f"{trainer.global_step}); checkpoint saved to {checkpoint}. Continue with the same "
-            f"command plus resume={resume}",
+            f"{trainer.global_step}); {_resume_advice(checkpoint, self.resume_hint)}",
             signum=signum if signum is not None else signal.SIGTERM,
         )
