@@ -121,6 +121,19 @@ ROWS: dict[str, list[str]] = {
         "experiment=oxford102_fast", "trainer.calibration_holdout=0", "augment=strong",
         "trainer.tail_blocks=2", "trainer.cache_views=3", "model.preprocess.input_size=288",
     ],
+    # Deeper tails on the cached path (issue 14): the last 5 blocks of Lite0 (all of its
+    # 192-channel stage and the 320-channel one) train instead of 1 or 2; the cached trunk
+    # output is then the 112-channel 14x14 map.
+    "oxford102-lite0_tail5-ce-best": ["experiment=oxford102_best", "trainer.tail_blocks=5"],
+    # The same single Lite0 on the swapped split (train 6149 / test 1020), against the
+    # three frozen backbones of oxford102_swapped_best.
+    "oxford102_swapped-lite0_tail5-ce": [
+        "experiment=oxford102_best", "data=oxford102_swapped", "trainer.train_splits=[train]",
+        "trainer.tail_blocks=5",
+    ],
+    # ... and the last 8 (the 112-channel stage too; cached: the 80-channel 14x14 map).
+    "oxford102-lite0_tail8-ce-best": ["experiment=oxford102_best", "trainer.tail_blocks=8"],
+    "tf_flowers-lite0-ce-tail5": ["experiment=tf_flowers_fast", "trainer.tail_blocks=5"],
     # oxford102_best with a fifth of each class's validation images kept out of training
     # for calibration (issue 13): its accuracy cost; the ECE is from `flowerclf evaluate`.
     "oxford102-lite0_tail2-ce-best-calib20": [
@@ -212,7 +225,9 @@ ORDER = [
     "tf_flowers-lite_ensemble-ce-tails", "tf_flowers-lite0-ce-full_3ep",
     "tf_flowers-lite0-ce-fast_then_full",
     "oxford102-lite0-ce-strong_aug_tail2-288px", "oxford102-lite0_tail2-ce-best-calib20",
-    "oxford102-lite0_warm_full-ce",
+    "oxford102-lite0_warm_full-ce", "oxford102-lite0_tail5-ce-best",
+    "oxford102-lite0_tail8-ce-best", "tf_flowers-lite0-ce-tail5",
+    "oxford102_swapped-lite0_tail5-ce",
     *(best_row(recipe, seed) for recipe in BEST_RECIPES for seed in BEST_SEEDS),
 ]  # fmt: skip
 
