@@ -123,15 +123,9 @@ ROWS: dict[str, list[str]] = {
     ],
     # Deeper tails on the cached path (issue 14): the last 5 blocks of Lite0 (all of its
     # 192-channel stage and the 320-channel one) train instead of 1 or 2, the cached trunk
-    # output being the 112-channel 14x14 map (oxford102_best since; its seed-42 row is the
-    # DVC run), on tf_flowers here.
+    # output being the 112-channel 14x14 map (oxford102_best and oxford102_swapped_best
+    # since; their seed-42 rows are the DVC runs), on tf_flowers here.
     "tf_flowers-lite0-ce-tail5": ["experiment=tf_flowers_fast", "trainer.tail_blocks=5"],
-    # The same single Lite0 on the swapped split (train 6149 / test 1020), against the
-    # three frozen backbones of oxford102_swapped_best.
-    "oxford102_swapped-lite0_tail5-ce": [
-        "experiment=oxford102_best", "data=oxford102_swapped", "trainer.train_splits=[train]",
-        "trainer.tail_blocks=5",
-    ],
     # oxford102_swapped_best when it was the three-backbone fast path (seed 42: the DVC run
     # of that time, its JSON says so).
     **{f"oxford102_swapped-lite_ensemble-ce-best-seed{seed}": [
@@ -240,7 +234,6 @@ ORDER = [
     "oxford102-lite0_warm_full-ce",
     *(f"oxford102-lite0_tail2-ce-best-seed{seed}" for seed in (42, 43, 44)),
     "oxford102-lite0_tail8-ce-best", "tf_flowers-lite0-ce-tail5",
-    "oxford102_swapped-lite0_tail5-ce",
     *(f"oxford102_swapped-lite_ensemble-ce-best-seed{seed}" for seed in (42, 43, 44)),
     *(best_row(recipe, seed) for recipe in BEST_RECIPES for seed in BEST_SEEDS),
 ]  # fmt: skip
