@@ -8,6 +8,7 @@ loop, at a fixed point, so the outcome does not depend on timing.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,13 +47,7 @@ class _Linear(L.LightningModule):
 
 
 class _SignalAt(Callback):
-    """Sends ``signum`` to this process once, from the named hook of the given epoch.
-
-    ``signal.raise_signal`` delivers it to the calling (main) thread and runs the Python
-    handler before returning; ``os.kill`` on the own pid may land on another of the
-    process's threads, and the handler then runs whenever the main thread next checks,
-    which under load was after the code that expected it (a flaky failure in CI).
-    """
+    """Sends ``signum`` to this process once, from the named hook of the given epoch."""
 
     def __init__(self, hook: str, signum: signal.Signals, epoch: int = 0) -> None:
         self.signum, self.epoch, self.sent = signum, epoch, False
@@ -61,7 +56,7 @@ class _SignalAt(Callback):
     def _send(self, trainer: L.Trainer, *args: object) -> None:
         if not self.sent and trainer.current_epoch == self.epoch:
             self.sent = True
-            signal.raise_signal(self.signum)
+            os.kill(os.getpid(), self.signum)
 
 
 def _loader() -> DataLoader:
@@ -117,7 +112,7 @@ def test_handlers_are_given_back_after_an_interrupted_fit(tmp_path: Path) -> Non
     # Lightning's teardown may put the callback's handler back; it must then act as the
     # original one did (Python's default SIGINT handler raises KeyboardInterrupt).
     with pytest.raises(KeyboardInterrupt):
-        signal.raise_signal(signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
 
 
