@@ -29,6 +29,31 @@ from flowerclf.training.interrupt import (
 )
 
 
+class _StraySignalError(Exception):
+    """A signal that reached no handler of the code under test."""
+
+
+def _stray(signum: int, frame: object) -> None:
+    raise _StraySignalError(signal.Signals(signum).name)
+
+
+@pytest.fixture(autouse=True)
+def _python_signal_handlers() -> Iterator[None]:
+    """Python handlers for SIGINT and SIGTERM around each test, put back afterwards.
+
+    A pytest-xdist worker has SIGTERM at its default action (terminate), or a handler that
+    C code installed (``signal.getsignal`` gives None, which cannot be restored). A signal
+    that then reached no handler of the code under test killed the whole worker in CI
+    ("node down"); with these it fails the one test instead.
+    """
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stray)
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
 class _Linear(L.LightningModule):
     def __init__(self) -> None:
         super().__init__()
