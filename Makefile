@@ -14,8 +14,11 @@ PORT ?= 8000
 # Two pytest workers (pytest-xdist), each file on one worker so a file's fixtures are built
 # once: the suite is mostly training runs, servers and subprocesses that wait on each
 # other, so two workers finish it in about half the time even on 2 cores.
+# A worker that dies is reported as a failed test and not replaced: with --dist loadfile,
+# pytest-xdist 3.8 re-runs the test that killed it on the replacement and can then wait
+# forever (pytest-xdist issues #1378, #1371), which turned one crash into a CI timeout.
 # PYTEST_ARGS="-p no:xdist" runs it in one process.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+PYTEST_ARGS ?= -n 2 --dist loadfile --max-worker-restart=0
 # The pipeline's stages call `flowerclf`: put this venv first on PATH for them.
 DVC := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc
 

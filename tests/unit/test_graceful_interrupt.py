@@ -2,143 +2,95 @@
 
 Lightning's own SIGTERM handler (installed after ``on_fit_start``) ends a run with a bare
 ``SystemExit`` (exit status 0, no message) at the end of an epoch; a signal that arrives
-during validation used to take that way out. These tests send the signal from inside the
+during validation used to take that way out. The scenarios send the signal from inside the
 loop, at a fixed point, so the outcome does not depend on timing.
+
+They run in a child process (``tests/helpers/interrupt_scenarios.py``), all of them in one
+so that torch and Lightning are imported once: a signal that reached no handler there
+killed the pytest-xdist worker in CI when they ran in it ("node down"), and the run then
+hung. A child that dies fails the scenarios it did not finish, naming the signal.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import signal
-from collections.abc import Iterator
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import lightning as L
 import pytest
-import torch
-from lightning.pytorch.callbacks import Callback
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
-from flowerclf.core.errors import TrainingInterruptedError
-from flowerclf.training.interrupt import (
-    LAST_CHECKPOINT,
-    GracefulInterrupt,
-    interrupted_error,
-    latest_epoch_checkpoint,
-)
+from flowerclf.training.interrupt import LAST_CHECKPOINT, interrupted_error
+from tests.helpers import interrupt_scenarios
+from tests.helpers.interrupt_scenarios import HANDLERS_GIVEN_BACK, RESUME_HINT, fit_scenario
+
+SIGNALS = [signal.SIGTERM, signal.SIGINT]
+HOOKS = ["on_validation_batch_end", "on_train_batch_start", "on_train_epoch_end"]
+SCENARIOS = [fit_scenario(hook, signum) for hook in HOOKS for signum in SIGNALS]
+SCENARIOS.append(HANDLERS_GIVEN_BACK)
 
 
-class _StraySignalError(Exception):
-    """A signal that reached no handler of the code under test."""
+@dataclass(frozen=True)
+class _ScenarioRun:
+    """What the child process recorded, and how it ended."""
+
+    outcomes: dict[str, dict[str, Any]]
+    returncode: int
+    stderr: str
+
+    def how_it_ended(self) -> str:
+        if self.returncode < 0:
+            return f"killed by {signal.Signals(-self.returncode).name}"
+        return f"exit status {self.returncode}"
+
+    def outcome(self, name: str) -> dict[str, Any]:
+        if name not in self.outcomes:
+            pytest.fail(
+                f"the scenario process ({self.how_it_ended()}) did not finish {name!r}; "
+                f"stderr ends:\n{self.stderr[-3000:]}"
+            )
+        return self.outcomes[name]
 
 
-def _stray(signum: int, frame: object) -> None:
-    raise _StraySignalError(signal.Signals(signum).name)
+@pytest.fixture(scope="module")
+def scenario_run(tmp_path_factory: pytest.TempPathFactory) -> _ScenarioRun:
+    out_dir = tmp_path_factory.mktemp("interrupt_scenarios")
+    done = subprocess.run(
+        [sys.executable, interrupt_scenarios.__file__, str(out_dir), *SCENARIOS],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    results = out_dir / interrupt_scenarios.RESULTS_FILE
+    lines = results.read_text(encoding="utf-8").splitlines() if results.is_file() else []
+    outcomes = {record["scenario"]: record for record in map(json.loads, lines)}
+    return _ScenarioRun(outcomes, done.returncode, done.stderr)
 
 
-@pytest.fixture(autouse=True)
-def _python_signal_handlers() -> Iterator[None]:
-    """Python handlers for SIGINT and SIGTERM around each test, put back afterwards.
-
-    A pytest-xdist worker has SIGTERM at its default action (terminate), or a handler that
-    C code installed (``signal.getsignal`` gives None, which cannot be restored). A signal
-    that then reached no handler of the code under test killed the whole worker in CI
-    ("node down"); with these it fails the one test instead.
-    """
-    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _stray)
-    yield
-    for signum, handler in saved.items():
-        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+def test_the_scenario_process_ends_normally(scenario_run: _ScenarioRun) -> None:
+    # A stray signal at its default action would kill it, as it would kill `flowerclf train`.
+    assert scenario_run.returncode == 0, (scenario_run.how_it_ended(), scenario_run.stderr)
 
 
-class _Linear(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = nn.Linear(4, 2)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
-        inputs, targets = batch
-        return nn.functional.cross_entropy(self.layer(inputs), targets)
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
-        inputs, targets = batch
-        self.log("val_loss", nn.functional.cross_entropy(self.layer(inputs), targets))
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
-class _SignalAt(Callback):
-    """Sends ``signum`` to this process once, from the named hook of the given epoch."""
-
-    def __init__(self, hook: str, signum: signal.Signals, epoch: int = 0) -> None:
-        self.signum, self.epoch, self.sent = signum, epoch, False
-        setattr(self, hook, self._send)
-
-    def _send(self, trainer: L.Trainer, *args: object) -> None:
-        if not self.sent and trainer.current_epoch == self.epoch:
-            self.sent = True
-            os.kill(os.getpid(), self.signum)
-
-
-def _loader() -> DataLoader:
-    generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn(32, 4, generator=generator)
-    return DataLoader(TensorDataset(inputs, (inputs[:, 0] > 0).long()), batch_size=8)
-
-
-@pytest.fixture(autouse=True)
-def _original_handlers() -> Iterator[None]:
-    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for signum, handler in saved.items():
-        signal.signal(signum, handler)
-
-
-def _fit(tmp_path: Path, *callbacks: Callback, sanity_steps: int = 0) -> None:
-    trainer = L.Trainer(
-        max_epochs=5,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=sanity_steps,
-        callbacks=[
-            latest_epoch_checkpoint(tmp_path),
-            GracefulInterrupt(tmp_path, resume_hint="run-1"),
-            *callbacks,
-        ],
-    )
-    trainer.fit(_Linear(), train_dataloaders=_loader(), val_dataloaders=_loader())
-
-
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-@pytest.mark.parametrize(
-    "hook", ["on_validation_batch_end", "on_train_batch_start", "on_train_epoch_end"]
-)
+@pytest.mark.parametrize("signum", SIGNALS, ids=[s.name for s in SIGNALS])
+@pytest.mark.parametrize("hook", HOOKS)
 def test_a_signal_anywhere_in_an_epoch_saves_and_raises_the_resumable_error(
-    tmp_path: Path, hook: str, signum: signal.Signals
+    scenario_run: _ScenarioRun, hook: str, signum: signal.Signals
 ) -> None:
-    with pytest.raises(TrainingInterruptedError) as stopped:
-        _fit(tmp_path, _SignalAt(hook, signum))
-    assert stopped.value.signum == signum
-    assert f"stopped by {signum.name} in epoch" in str(stopped.value)
-    assert "resume=run-1" in str(stopped.value)
-    assert (tmp_path / LAST_CHECKPOINT).is_file()
+    outcome = scenario_run.outcome(fit_scenario(hook, signum))
+    assert outcome["error"] == "TrainingInterruptedError", outcome
+    assert outcome["signum"] == signum
+    assert f"stopped by {signum.name} in epoch" in outcome["message"]
+    assert f"resume={RESUME_HINT}" in outcome["message"]
+    assert outcome["last_checkpoint"]
 
 
-def test_handlers_are_given_back_after_an_interrupted_fit(tmp_path: Path) -> None:
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(TrainingInterruptedError):
-        _fit(tmp_path, _SignalAt("on_train_batch_end", signal.SIGINT))
-    # Lightning's teardown may put the callback's handler back; it must then act as the
-    # original one did (Python's default SIGINT handler raises KeyboardInterrupt).
-    with pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is before
+def test_handlers_are_given_back_after_an_interrupted_fit(scenario_run: _ScenarioRun) -> None:
+    outcome = scenario_run.outcome(HANDLERS_GIVEN_BACK)
+    assert outcome["error"] == "TrainingInterruptedError", outcome
+    assert outcome["handlers_are_the_originals"] == {"SIGINT": True, "SIGTERM": True}
+    assert outcome["sigint_after_fit"] == "KeyboardInterrupt"
 
 
 def test_lightnings_own_sigterm_exit_becomes_the_same_error(tmp_path: Path) -> None:

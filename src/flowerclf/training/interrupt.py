@@ -211,10 +211,32 @@ class GracefulInterrupt(Callback):
             )
         self._install()
 
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._give_back_through_lightning(trainer)
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning has installed its SIGTERM handler since on_fit_start (see module doc):
         # replace it, so that training batches and epochs end only the way this class does.
         self._install()
+        self._give_back_through_lightning(trainer)
+
+    def _give_back_through_lightning(self, trainer: L.Trainer) -> None:
+        """Make Lightning's teardown put back the handlers found before this callback's.
+
+        Lightning records every handler when it installs its own (after on_fit_start, so it
+        records this callback's) and restores them in its teardown, which runs after
+        ``on_exception``/``on_fit_end``: the process would keep this callback's handler
+        after the fit. The handler then passes signals on (see ``_handle``), but a second
+        fit in the same process would chain to it, and so on. Where Lightning's record is
+        not there (another version), that fallback is what remains.
+        """
+        connector = getattr(trainer, "_signal_connector", None)
+        recorded = getattr(connector, "_original_handlers", None)
+        if not isinstance(recorded, dict):
+            return
+        for signum, previous in self._previous.items():
+            if recorded.get(signum) == self._handle:
+                recorded[signum] = previous
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
