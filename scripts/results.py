@@ -174,6 +174,19 @@ ROWS: dict[str, list[str]] = {
         "trainer.lr=0.0005", "trainer.backbone_lr_mult=0.2", "trainer.warmup_epochs=0.3",
         "augment.scale=[0.25,1.0]",
     ],
+    # oxford102_best (last 5 blocks) plus one lever each: the SigLIP-style embedding loss
+    # (the fast path's best loss on tf_flowers over three seeds), 5 cached views instead of
+    # 3, 10 epochs instead of 6.
+    "oxford102-lite0_tail5-ce_siglip-best": ["experiment=oxford102_best", "loss=ce_siglip"],
+    "oxford102-lite0_tail5-ce-best-views5": [
+        "experiment=oxford102_best", "trainer.cache_views=5",
+    ],
+    "oxford102-lite0_tail5-ce-best-10ep": ["experiment=oxford102_best", "trainer.max_epochs=10"],
+    # The fast path with the SigLIP-style loss and one more augmented cached view: within
+    # the 5-minute budget?
+    "tf_flowers-lite0-ce_siglip-views3": [
+        "experiment=tf_flowers_fast", "loss=ce_siglip", "trainer.cache_views=3",
+    ],
 }  # fmt: skip
 
 # Each dataset's best CPU recipe (an `experiment=` config and a DVC recipe of the same
