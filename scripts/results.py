@@ -208,6 +208,10 @@ ROWS: dict[str, list[str]] = {
         "experiment=tf_flowers_fast", "augment=strong", "trainer.tail_blocks=5",
         "trainer.cache_views=5",
     ],
+    "tf_flowers-lite0_tail5-ce-strong_views5-seed43": [
+        "experiment=tf_flowers_fast", "augment=strong", "trainer.tail_blocks=5",
+        "trainer.cache_views=5", "seed=43",
+    ],
 }  # fmt: skip
 
 # Each dataset's best CPU recipe (an `experiment=` config and a DVC recipe of the same
@@ -274,6 +278,7 @@ ORDER = [
     "oxford102-lite0_tail5-ce_siglip-best", "oxford102-lite0_tail5-ce-best-10ep",
     *(f"oxford102-lite0_tail5_views5-ce-best-seed{seed}" for seed in (42, 43, 44)),
     "tf_flowers-lite0-ce_siglip-views3", "tf_flowers-lite0_tail5-ce-strong_views5",
+    "tf_flowers-lite0_tail5-ce-strong_views5-seed43",
 ]  # fmt: skip
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
+from functools import cache
 from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from threadpoolctl import ThreadpoolController
 
 
 def cpu_description() -> str:
@@ -69,3 +75,52 @@ def decode_threads() -> int:
     """Threads that decode and preprocess images of a batch: one per CPU, at most
     :data:`MAX_DECODE_THREADS` (Pillow's decoders and resizes release the GIL)."""
     return max(1, min(os.cpu_count() or 1, MAX_DECODE_THREADS))
+
+
+@cache
+def _blas_controller() -> ThreadpoolController:
+    # Created on first use, not at import: it inspects the libraries loaded into the process.
+    return ThreadpoolController()
+
+
+class SingleThreadedBlas:
+    """Context manager: NumPy's BLAS runs on the calling thread only while inside it.
+
+    OpenBLAS's worker threads keep spinning for a while after each matrix product, waiting
+    for the next one. After the open-set kNN product (a batch against the training
+    embeddings: well under a millisecond on one core) they kept both cores of the 2-core
+    dev machine busy while the next batch ran in OpenVINO: batch-32 inference plus scores
+    ran at 266-285 instead of 529 images/s (scripts/blas_threads_check.py). So the small
+    products beside a model run take one thread.
+
+    BLAS thread counts are process-wide, so nested and concurrent users (the service's
+    threads) share one limit: the first to enter sets it, the last to leave restores the
+    original count.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limiter: Any = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._limiter = _blas_controller().limit(limits=1, user_api="blas")
+            self._users += 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+
+# The one instance everything in this process shares (see SingleThreadedBlas).
+single_threaded_blas = SingleThreadedBlas()

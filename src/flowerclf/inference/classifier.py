@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from flowerclf.core.errors import UsageError
-from flowerclf.core.hardware import decode_threads
+from flowerclf.core.hardware import decode_threads, single_threaded_blas
 from flowerclf.core.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError
 from flowerclf.core.open_set import (
     OPEN_WORLD_KEY,
@@ -292,7 +292,14 @@ class Classifier:
         classifier's setting) averages each image with its mirror image."""
         tta = self.tta if tta is None else tta
         logits, embeddings = self._backend.run_logits(with_mirrors(batch) if tta else batch)
-        outputs = ModelOutputs(
+        # One BLAS thread for the scores' small products: idle OpenBLAS threads spin and
+        # would slow the next batch's model run (see SingleThreadedBlas).
+        with single_threaded_blas:
+            outputs = self._outputs(logits, embeddings, tta)
+        return ModelOutputs(*average_views(outputs, len(batch))) if tta else outputs
+
+    def _outputs(self, logits: np.ndarray, embeddings: np.ndarray, tta: bool) -> ModelOutputs:
+        return ModelOutputs(
             # Test-time augmentation has its own temperature (fitted at export for the
             # averaged views; older packages: the single-view one).
             softmax(logits, self._tta_temperature) if tta
@@ -300,7 +307,6 @@ class Classifier:
             embeddings,
             self.open_world.scores(logits, embeddings),
         )  # fmt: skip
-        return ModelOutputs(*average_views(outputs, len(batch))) if tta else outputs
 
     def run_logits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed ``(N, 3, S, S)`` -> raw (uncalibrated) logits and embeddings."""
