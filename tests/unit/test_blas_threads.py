@@ -10,6 +10,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from flowerclf import Classifier
+from flowerclf.core import hardware
 from flowerclf.core.hardware import SingleThreadedBlas, single_threaded_blas
 from flowerclf.core.open_set import OpenWorld
 from tests.helpers.colour_package import solid
@@ -67,3 +68,13 @@ def test_classifier_scores_with_one_blas_thread(
     assert seen == [{1}, {1}]
     assert blas_threads() == several_blas_threads
     assert single_threaded_blas._users == 0
+
+
+def test_without_threadpoolctl_the_guard_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The MLflow pyfunc carries flowerclf's code into environments of its own.
+    monkeypatch.setattr(hardware, "_blas_controller", lambda: None)
+    before = blas_threads()
+    guard = SingleThreadedBlas()
+    with guard, guard:
+        assert blas_threads() == before
+    assert guard._users == 0

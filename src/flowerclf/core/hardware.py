@@ -10,8 +10,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from threadpoolctl import ThreadpoolController
-
 
 def cpu_description() -> str:
     """``"CPU: <model> x<cores>"`` (no torch import: cheap enough for benchmarks)."""
@@ -78,8 +76,13 @@ def decode_threads() -> int:
 
 
 @cache
-def _blas_controller() -> ThreadpoolController:
-    # Created on first use, not at import: it inspects the libraries loaded into the process.
+def _blas_controller() -> Any:
+    """threadpoolctl's controller, made on first use (it inspects the libraries loaded into
+    the process); None without threadpoolctl, where the BLAS guard then does nothing."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # a base dependency, but the code may travel without it (pyfunc)
+        return None
     return ThreadpoolController()
 
 
@@ -105,8 +108,8 @@ class SingleThreadedBlas:
 
     def __enter__(self) -> None:
         with self._lock:
-            if self._users == 0:
-                self._limiter = _blas_controller().limit(limits=1, user_api="blas")
+            if self._users == 0 and (controller := _blas_controller()) is not None:
+                self._limiter = controller.limit(limits=1, user_api="blas")
             self._users += 1
 
     def __exit__(
@@ -117,7 +120,7 @@ class SingleThreadedBlas:
     ) -> None:
         with self._lock:
             self._users -= 1
-            if self._users == 0:
+            if self._users == 0 and self._limiter is not None:
                 self._limiter.restore_original_limits()
                 self._limiter = None
 

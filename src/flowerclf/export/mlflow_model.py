@@ -69,6 +69,7 @@ def _slim_package(package: ModelPackage) -> Iterator[Path]:
 def _model_kwargs(package: ModelPackage, slim: Path, example_image: bytes) -> dict[str, Any]:
     import onnxruntime
     import pandas as pd
+    import threadpoolctl
     from PIL import Image
 
     example = pd.DataFrame({"image": [base64.b64encode(example_image).decode("ascii")]})
@@ -84,6 +85,7 @@ def _model_kwargs(package: ModelPackage, slim: Path, example_image: bytes) -> di
             f"onnxruntime=={onnxruntime.__version__}",
             f"pillow=={Image.__version__}",
             f"pandas=={pd.__version__}",
+            f"threadpoolctl=={threadpoolctl.__version__}",
             "numpy",
         ],
         "metadata": {"classes": package.classes, "preprocess": package.descriptor["preprocess"]},
