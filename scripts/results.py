@@ -41,6 +41,17 @@ RESULTS_PAGE = REPO / "docs" / "results.md"
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 COMMON = ["logger.experiment_name=flowerclf-results", "logger.log_model=false"]
 
+TF_FLOWERS_TAIL5_ARGS = [
+    "experiment=tf_flowers_fast", "augment=strong", "trainer.tail_blocks=5",
+    "trainer.cache_views=5",
+]  # fmt: skip
+
+
+def oxford_views_row(views: int, seed: int) -> str:
+    """The row of oxford102_best pinned at ``views`` cached views (the recipe before)."""
+    return f"oxford102-lite0_tail5_views{views}-ce-best-seed{seed}"
+
+
 ROWS: dict[str, list[str]] = {
     "tf_flowers-majority": ["data=tf_flowers", "model=majority"],
     "tf_flowers-lite0-ce_cosine": ["experiment=tf_flowers_fast", "loss=ce_cosine"],
@@ -181,7 +192,7 @@ ROWS: dict[str, list[str]] = {
     ],
     # oxford102_best when it cached 3 views per training image (seed 42: the DVC run of
     # that time, its JSON says so).
-    **{f"oxford102-lite0_tail5_views3-ce-best-seed{seed}": [
+    **{oxford_views_row(3, seed): [
         "experiment=oxford102_best", "trainer.cache_views=3", f"seed={seed}",
     ] for seed in (42, 43, 44)},
     # ... plus one lever each: the SigLIP-style embedding loss (the fast path's best loss
@@ -191,7 +202,7 @@ ROWS: dict[str, list[str]] = {
     ],
     # oxford102_best when it cached 5 views (5 gained on every seed over 3, then 7 over 5:
     # oxford102_best since, its BEST_RECIPES rows; seed 42: the DVC run of that time).
-    **{f"oxford102-lite0_tail5_views5-ce-best-seed{seed}": [
+    **{oxford_views_row(5, seed): [
         "experiment=oxford102_best", "trainer.cache_views=5", f"seed={seed}",
     ] for seed in (42, 43, 44)},
     "oxford102-lite0_tail5-ce-best-10ep": [
@@ -204,14 +215,8 @@ ROWS: dict[str, list[str]] = {
     ],
     # oxford102_best's recipe (strong augmentation, last 5 blocks, 5 cached views) on
     # tf_flowers: what gained 1.5 points on Oxford-102, within tf_flowers_best's 30 minutes.
-    "tf_flowers-lite0_tail5-ce-strong_views5": [
-        "experiment=tf_flowers_fast", "augment=strong", "trainer.tail_blocks=5",
-        "trainer.cache_views=5",
-    ],
-    "tf_flowers-lite0_tail5-ce-strong_views5-seed43": [
-        "experiment=tf_flowers_fast", "augment=strong", "trainer.tail_blocks=5",
-        "trainer.cache_views=5", "seed=43",
-    ],
+    "tf_flowers-lite0_tail5-ce-strong_views5": TF_FLOWERS_TAIL5_ARGS,
+    "tf_flowers-lite0_tail5-ce-strong_views5-seed43": [*TF_FLOWERS_TAIL5_ARGS, "seed=43"],
 }  # fmt: skip
 
 # Each dataset's best CPU recipe (an `experiment=` config and a DVC recipe of the same
@@ -274,9 +279,9 @@ ORDER = [
     "oxford102-lite0_tail8-ce-best", "tf_flowers-lite0-ce-tail5",
     *(f"oxford102_swapped-lite_ensemble-ce-best-seed{seed}" for seed in (42, 43, 44)),
     *(best_row(recipe, seed) for recipe in BEST_RECIPES for seed in BEST_SEEDS),
-    *(f"oxford102-lite0_tail5_views3-ce-best-seed{seed}" for seed in (42, 43, 44)),
+    *(oxford_views_row(3, seed) for seed in (42, 43, 44)),
     "oxford102-lite0_tail5-ce_siglip-best", "oxford102-lite0_tail5-ce-best-10ep",
-    *(f"oxford102-lite0_tail5_views5-ce-best-seed{seed}" for seed in (42, 43, 44)),
+    *(oxford_views_row(5, seed) for seed in (42, 43, 44)),
     "tf_flowers-lite0-ce_siglip-views3", "tf_flowers-lite0_tail5-ce-strong_views5",
     "tf_flowers-lite0_tail5-ce-strong_views5-seed43",
 ]  # fmt: skip
@@ -492,7 +497,7 @@ OXFORD_LEVER_ROWS = {
     "`oxford102_best` before: Lite0, strong augmentation, last 2 blocks trained, 3 cached "
     "views": "oxford102-lite0_tail2-ce-best-seed42",
     "the same at 288 px instead of 224": "oxford102-lite0-ce-strong_aug_tail2-288px",
-    "last 5 blocks trained": "oxford102-lite0_tail5_views3-ce-best-seed42",
+    "last 5 blocks trained": oxford_views_row(3, 42),
     "last 8 blocks trained": "oxford102-lite0_tail8-ce-best",
     "EfficientNet-Lite2, default augmentation, last block trained": "oxford102-lite2-ce",
     "`oxford102_best` (2 blocks), then 3 epochs of full fine-tuning": (
@@ -504,11 +509,9 @@ OXFORD_LEVER_ROWS = {
 # Levers on top of the 5-block recipe with 3 cached views (seed 42, each line against the
 # first); the extra views are oxford102_best now.
 OXFORD_TAIL5_LEVER_ROWS = {
-    "last 5 blocks, 3 cached views, 6 epochs (`oxford102_best` before)": (
-        "oxford102-lite0_tail5_views3-ce-best-seed42"
-    ),
+    "last 5 blocks, 3 cached views, 6 epochs (`oxford102_best` before)": oxford_views_row(3, 42),
     "+ SigLIP-style embedding loss (`loss=ce_siglip`)": "oxford102-lite0_tail5-ce_siglip-best",
-    "5 cached views instead of 3": "oxford102-lite0_tail5_views5-ce-best-seed42",
+    "5 cached views instead of 3": oxford_views_row(5, 42),
     "7 cached views instead of 3 (`oxford102_best` now)": "oxford102-lite0_tail5-ce-best-seed42",
     "10 epochs instead of 6": "oxford102-lite0_tail5-ce-best-10ep",
 }
@@ -516,13 +519,10 @@ OXFORD_TAIL5_LEVER_ROWS = {
 # per seed; 3 -> 5 views, then 5 -> 7.
 OXFORD_VIEWS_SEED_ROWS = {
     "`oxford102_best` with 5 cached views against 3": {
-        seed: (f"oxford102-lite0_tail5_views5-ce-best-seed{seed}",
-               f"oxford102-lite0_tail5_views3-ce-best-seed{seed}")
-        for seed in BEST_SEEDS
+        seed: (oxford_views_row(5, seed), oxford_views_row(3, seed)) for seed in BEST_SEEDS
     },
     "7 cached views (`oxford102_best` now) against 5": {
-        seed: (best_row("oxford102_best", seed), f"oxford102-lite0_tail5_views5-ce-best-seed{seed}")
-        for seed in BEST_SEEDS
+        seed: (best_row("oxford102_best", seed), oxford_views_row(5, seed)) for seed in BEST_SEEDS
     },
 }  # fmt: skip
 
