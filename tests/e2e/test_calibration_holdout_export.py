@@ -1,5 +1,6 @@
-"""A run that trains on its validation split and holds a share of it out: export fits the
-temperature and rejection thresholds on that share, and says so (issue 13)."""
+"""A run that trains on its validation split: export fits the temperature and rejection
+thresholds on the share of it held out of training, and without one fits neither (issue
+13)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from flowerclf.core.package_format import DESCRIPTOR_FILE
+from flowerclf.inference.classifier import Classifier
 from tests.helpers.packages import train_and_export
 
 pytestmark = pytest.mark.slow
@@ -21,20 +23,28 @@ def _open_world(package: Path) -> dict:
     return json.loads((package / DESCRIPTOR_FILE).read_text())["open_world"]
 
 
-@pytest.mark.parametrize(
-    ("holdout", "held_out"), [("0.0", False), ("0.5", True)], ids=["trained-val", "held-out"]
-)
-def test_calibration_is_fitted_on_images_the_model_did_not_train_on(
-    tmp_path: Path, holdout: str, held_out: bool
-) -> None:
+def test_calibration_is_fitted_on_images_the_model_did_not_train_on(tmp_path: Path) -> None:
     trained = train_and_export(
-        tmp_path, ["trainer.train_splits=[train,val]", f"trainer.calibration_holdout={holdout}"],
-        LEAN,
-    )  # fmt: skip
+        tmp_path, ["trainer.train_splits=[train,val]", "trainer.calibration_holdout=0.5"], LEAN
+    )
     section = _open_world(trained.package)
-    assert section["reject"]["fitted_on_training_images"] is not held_out
     manifest = (tmp_path / "data" / "folder" / "manifest.csv").read_text().splitlines()
     val_count = sum(1 for line in manifest[1:] if ",val," in line)
-    count = section["calibration"]["count"]
-    # half of each class's validation images, or (no hold-out) all of them, trained on
-    assert count == (val_count // 2 if held_out else val_count)
+    # half of each class's validation images, the half that did not train
+    assert section["calibration"]["count"] == val_count // 2
+    assert section["reject"]["method"] and section["reject"]["thresholds"]
+
+
+def test_a_trained_validation_split_fits_no_temperature_or_threshold(tmp_path: Path) -> None:
+    """Fitted on trained images they reject nearly everything new (oxford102_best: all
+    6,145 test images), so the package ships uncalibrated, without rejection, and says
+    how to get both."""
+    trained = train_and_export(
+        tmp_path, ["trainer.train_splits=[train,val]", "trainer.calibration_holdout=0.0"], LEAN
+    )
+    section = _open_world(trained.package)
+    assert section["temperature"] == 1.0 and section["reject"] == {}
+    assert "trainer.calibration_holdout" in section["reason"]
+    with Classifier.load(trained.package, backend="onnx") as classifier:
+        described = classifier.info["open_world"]["rejection"]
+    assert described["available"] is False and "calibration_holdout" in described["reason"]

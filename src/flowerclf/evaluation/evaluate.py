@@ -94,7 +94,10 @@ def evaluate(
     extra: dict[str, Any] = {"checkpoint": str(checkpoint), "run_id": run_id}
     # Open world (issue 13): score what the package ships, the temperature-scaled
     # probabilities (T fitted on val, as at export); the raw figure stays beside it.
-    predictions, calibration = _calibrated(predictions, split, lambda: _val(runner, datamodule))
+    evaluated_val = predictions if split == "val" else None
+    predictions, calibration = _calibrated(
+        predictions, lambda: _val(runner, datamodule, evaluated_val)
+    )
     uncalibrated_table = calibration.pop("_table")
     extra |= calibration
     run_dir = Path(config.run.dir or checkpoint.parent.parent)
@@ -140,31 +143,39 @@ def evaluate(
     return report
 
 
-def _val(runner: Any, datamodule: Any) -> Predictions:
-    """Outputs on the images calibration is fitted on, as export fits it: the held-out
-    share of a trained validation split where the run has one, else the split."""
-    held_out = "val" in datamodule.train_splits and datamodule.calibration_rows()
-    name = "calibration" if held_out else "val"
+def _val(
+    runner: Any, datamodule: Any, evaluated_val: Predictions | None = None
+) -> Predictions | None:
+    """Outputs on the images calibration is fitted on, as export fits it: the validation
+    split (``evaluated_val`` when the evaluated split is it), or the held-out share of a
+    trained one; None when every val image trained (export then ships T = 1, see
+    :data:`flowerclf.export.open_world.TRAINED_VALIDATION`)."""
+    if not datamodule.calibration_is_held_out:
+        return None
+    trained_val = "val" in datamodule.train_splits
+    if evaluated_val is not None and not trained_val:
+        return evaluated_val
+    name = "calibration" if trained_val else "val"
     with torch.inference_mode():
         return predict_loader(runner, datamodule.loader(name), f"{name} (calibration)")
 
 
 def _calibrated(
-    predictions: Predictions, split: str, validation: Callable[[], Predictions]
+    predictions: Predictions, validation: Callable[[], Predictions | None]
 ) -> tuple[Predictions, dict[str, Any]]:
     """Temperature-scale ``predictions`` with T fitted on the val split.
 
     Returns:
         The calibrated predictions and ``temperature``, ``ece_uncalibrated``,
-        ``cross_entropy_uncalibrated`` (plus the
-        uncalibrated reliability table under ``_table``); T = 1 without a val split.
+        ``cross_entropy_uncalibrated`` (plus the uncalibrated reliability table under
+        ``_table``); T = 1 without a val split or when every val image was trained on.
     """
     ece_raw, table = expected_calibration_error(predictions.probabilities, predictions.labels)
     # The network's own cross-entropy, comparable with what training logged per split.
     picked = predictions.probabilities[np.arange(len(predictions.labels)), predictions.labels]
     cross_entropy_raw = float(-np.log(np.clip(picked, 1e-12, 1.0)).mean())
-    val = predictions if split == "val" else validation()
-    if len(val.labels) == 0:
+    val = validation()
+    if val is None or len(val.labels) == 0:
         temperature = 1.0
     else:
         temperature = fit_temperature(logits_from_probabilities(val.probabilities), val.labels)
