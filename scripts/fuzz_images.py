@@ -3,13 +3,18 @@
 Run from the repository root (it uses the generator in ``tests/helpers/fuzz.py``)::
 
     python -m scripts.fuzz_images --count 20000 --seed 0
-    python -m scripts.fuzz_images --count 20000 --model models/tf_flowers   # + the CLI
+    python -m scripts.fuzz_images --count 20000 --model models/tf_flowers   # + CLI, REST
 
 Part 1 sends every case through ``decode_rgb``: each must give an RGB image or an
 ``ImageDecodeError`` with a documented ``kind``; anything else is an uncaught exception.
 Part 2 (with ``--model``) writes the cases into a folder and runs ``flowerclf predict
 FOLDER`` once, in a subprocess: every file must get exactly one JSON line (a prediction,
 or an error for the files ``decode_rgb`` refused), and no traceback may appear.
+
+Part 3 (with ``--model``) starts a real ``flowerclf serve`` on loopback and posts every case
+to ``POST /v1/predict``: each answer must be the one the service's own decoder gives in
+process (a 200 prediction, or 413 / 415 / 422 with the documented error code in the error
+schema), never a 5xx or a dropped connection; the server must stay up and log no traceback.
 
 Prints counts per outcome and per mutation, the uncaught exceptions (seed and index
 reproduce each one), and the seconds taken. Exits 1 when anything escaped.
@@ -18,6 +23,7 @@ reproduce each one), and the seconds taken. Exits 1 when anything escaped.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -30,10 +36,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 from tests.helpers.fuzz import FuzzCase, mutations
+from tests.helpers.server import run_server
 
 from flowerclf.core.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_rgb
 from flowerclf.core.package_format import load_package
+from flowerclf.serving.errors import ApiError
+from flowerclf.serving.images import decode_upload
 
 DOCUMENTED_KINDS = frozenset({"empty", "unrecognised", "unsupported", "too_large", "corrupt"})
 
@@ -132,6 +142,73 @@ def fuzz_cli_folder(
     }
 
 
+# The error codes an image upload may be refused with, per status (docs/guide/serving.md).
+IMAGE_ERRORS = {413: "image_too_large", 415: "unsupported_image_format", 422: "invalid_image"}
+REST_CLIENTS = 4  # concurrent connections: the server's decode pool sees overlapping work
+
+
+def fuzz_rest(cases: Sequence[FuzzCase], model: Path) -> dict[str, Any]:
+    """Post every case to a real server's ``/v1/predict``; check each answer against the
+    service's decoder run in process, and that the server survives without a traceback.
+    The server keeps its default pixel limit (``--max-pixels`` is for parts 1 and 2)."""
+    max_pixels = DEFAULT_MAX_PIXELS
+    target = load_package(model).spec.resize_size
+    statuses: Counter[int] = Counter()
+    problems: list[str] = []
+    start = time.perf_counter()
+    with (
+        run_server(model) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+
+        def answer(case: FuzzCase) -> tuple[FuzzCase, int, str | None]:
+            try:
+                response = client.post("/v1/predict", files={"file": ("upload", case.data)})
+            except httpx.HTTPError as exc:
+                return case, 0, f"{type(exc).__name__}: {exc}"
+            return case, response.status_code, _rest_problem(case, response, max_pixels, target)
+
+        with concurrent.futures.ThreadPoolExecutor(REST_CLIENTS) as pool:
+            for case, status, problem in pool.map(answer, cases):
+                statuses[status] += 1
+                if problem:
+                    problems.append(f"case {case.index} ({case.seed_name}, {case.mutation}): "
+                                    f"{problem}")  # fmt: skip
+        if not server.alive():
+            problems.append(f"the server exited with status {server.process.returncode}")
+        if "Traceback" in server.output():
+            problems.append("traceback in the server log: " + server.output()[-2000:])
+    return {
+        "requests": len(cases),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "problems": problems,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _rest_problem(
+    case: FuzzCase, response: httpx.Response, max_pixels: int, target: int
+) -> str | None:
+    """Why the answer is wrong, or None: the status the in-process decoder implies, and
+    for a refusal the documented code in the error schema."""
+    try:
+        decode_upload(case.data, max_pixels, target)
+        expected = 200
+    except ApiError as exc:
+        expected = exc.status
+    if response.status_code != expected:
+        return f"status {response.status_code}, expected {expected}: {response.text[:200]}"
+    body = response.json()
+    if expected == 200:
+        return None if "predicted_class" in body else f"200 without a prediction: {body}"
+    error = body.get("error") or {}
+    if set(error) != {"code", "message", "status", "details"}:
+        return f"not the error schema: {body}"
+    if error["code"] != IMAGE_ERRORS.get(expected) or not error["message"]:
+        return f"undocumented error: {error}"
+    return None
+
+
 def _decodes(data: bytes, max_pixels: int, target_short_side: int) -> bool:
     try:
         decode_rgb(data, max_pixels=max_pixels, target_short_side=target_short_side)
@@ -145,9 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=20_000, help="mutated images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
-    parser.add_argument("--model", type=Path, help="model package: also fuzz the CLI on a folder")
+    parser.add_argument(
+        "--model", type=Path, help="model package: also fuzz the CLI on a folder and REST"
+    )
     parser.add_argument("--cli-count", type=int, default=None,
                         help="cases for the CLI part (default: all)")  # fmt: skip
+    parser.add_argument("--rest-count", type=int, default=None,
+                        help="cases for the REST part (default: all)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     # Pillow warns about every damaged EXIF block it skips; thousands of them hide the result.
@@ -162,8 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["cli_folder"] = fuzz_cli_folder(
                 cli_cases, args.model, args.max_pixels, Path(workdir)
             )
-    failed = bool(report["decode_rgb"]["uncaught"]) or bool(
-        report.get("cli_folder", {}).get("problems")
+        rest_cases = cases[: args.rest_count] if args.rest_count else cases
+        report["rest"] = fuzz_rest(rest_cases, args.model)
+    failed = bool(report["decode_rgb"]["uncaught"]) or any(
+        report.get(part, {}).get("problems") for part in ("cli_folder", "rest")
     )
     sys.stdout.write(json.dumps(report) + "\n" if args.json else _format(report))
     return 1 if failed else 0
@@ -189,6 +272,16 @@ def _format(report: dict[str, Any]) -> str:
         )
         lines.append(f"  problems: {len(cli['problems'])}")
         lines += [f"    {problem}" for problem in cli["problems"]]
+    rest = report.get("rest")
+    if rest:
+        lines.append(
+            f"POST /v1/predict (a real server, {REST_CLIENTS} clients): {rest['requests']:,} "
+            "requests, statuses "
+            + ", ".join(f"{k}: {v:,}" for k, v in rest["statuses"].items())
+            + f", {rest['seconds']} s"
+        )
+        lines.append(f"  problems: {len(rest['problems'])}")
+        lines += [f"    {problem}" for problem in rest["problems"][:20]]
     return "\n".join(lines) + "\n"
 
 

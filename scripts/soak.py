@@ -42,6 +42,7 @@ from PIL import Image
 from tests.helpers.corpus import Case, corpus, gif_bomb_header, png_bomb_header
 from tests.helpers.server import run_server
 
+from flowerclf.core.hardware import cpu_description
 from flowerclf.serving.loadtest import RssSampler, load_images, read_response
 
 CORPUS_MAX_BODY = 2 * 1024 * 1024  # the limit the corpus's 413 case is written for
@@ -252,7 +253,8 @@ def soak(args: argparse.Namespace, model: Path) -> dict[str, Any]:
     p50_unloaded = percentile_ms(unloaded.valid_latencies, 50)
     p99 = percentile_ms(tally.valid_latencies, 99)
     return {
-        "model": str(model), "requests": len(requests), "concurrency": args.concurrency,
+        "model": str(model), "hardware": cpu_description(),
+        "requests": len(requests), "concurrency": args.concurrency,
         "seconds": round(seconds, 1), "throughput_rps": round(len(requests) / seconds, 2),
         "statuses": tally.statuses, "server_errors_5xx": tally.server_errors,
         "transport_errors": len(tally.transport_errors),
