@@ -217,6 +217,8 @@ ROWS: dict[str, list[str]] = {
     **{oxford_views_row(5, seed): [
         "experiment=oxford102_best", "trainer.cache_views=5", f"seed={seed}",
     ] for seed in (42, 43, 44)},
+    # oxford102_best at 9 cached views: does the halving gain per two more views go on?
+    oxford_views_row(9, 42): ["experiment=oxford102_best", "trainer.cache_views=9", "seed=42"],
     "oxford102-lite0_tail5-ce-best-10ep": [
         "experiment=oxford102_best", "trainer.cache_views=3", "trainer.max_epochs=10",
     ],
@@ -294,7 +296,7 @@ ORDER = [
     *(best_row(recipe, seed) for recipe in BEST_RECIPES for seed in BEST_SEEDS),
     *(oxford_views_row(3, seed) for seed in (42, 43, 44)),
     "oxford102-lite0_tail5-ce_siglip-best", "oxford102-lite0_tail5-ce-best-10ep",
-    *(oxford_views_row(5, seed) for seed in (42, 43, 44)),
+    *(oxford_views_row(5, seed) for seed in (42, 43, 44)), oxford_views_row(9, 42),
     "tf_flowers-lite0-ce_siglip-views3", "tf_flowers-lite0_tail5-ce-strong_views5",
     "tf_flowers-lite0_tail5-ce-strong_views5-seed43",
 ]  # fmt: skip
@@ -526,6 +528,7 @@ OXFORD_TAIL5_LEVER_ROWS = {
     "+ SigLIP-style embedding loss (`loss=ce_siglip`)": "oxford102-lite0_tail5-ce_siglip-best",
     "5 cached views instead of 3": oxford_views_row(5, 42),
     "7 cached views instead of 3 (`oxford102_best` now)": "oxford102-lite0_tail5-ce-best-seed42",
+    "9 cached views instead of 3": oxford_views_row(9, 42),
     "10 epochs instead of 6": "oxford102-lite0_tail5-ce-best-10ep",
 }
 # Changes to oxford102_best over three training seeds: label -> (new, old) rows per seed;
