@@ -7,7 +7,6 @@ and the checker must catch a wrong answer.
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -16,20 +15,14 @@ import httpx
 import pytest
 
 from tests.helpers.fuzz import mutations
-from tests.helpers.paths import REPO_ROOT
+from tests.helpers.scripts import load_script
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def fuzz_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "fuzz_images", REPO_ROOT / "scripts" / "fuzz_images.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fuzz_images")
 
 
 def test_mutated_uploads_get_the_decoders_answer_from_a_live_server(

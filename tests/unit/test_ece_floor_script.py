@@ -3,25 +3,18 @@ perfectly calibrated model's ECE on a finite split is not 0."""
 
 from __future__ import annotations
 
-import importlib.util
 from types import ModuleType
 
 import numpy as np
 import pytest
 
 from flowerclf.metrics.classification import expected_calibration_error
-from tests.helpers.paths import REPO_ROOT
+from tests.helpers.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def ece_floor() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "ece_floor", REPO_ROOT / "scripts" / "ece_floor.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("ece_floor")
 
 
 def test_binned_ece_equals_the_evaluation_ece(ece_floor: ModuleType) -> None:

@@ -22,6 +22,7 @@ from flowerclf.core.errors import MissingExtraError
 from tests.helpers.colour_package import solid
 from tests.helpers.extras import CLI_IN_PROCESS, HEAVY, declared, optional_dependencies
 from tests.helpers.paths import REPO_ROOT
+from tests.helpers.scripts import load_script
 from tests.helpers.server import subprocess_env
 
 # A release with a public advisory, for each floor that keeps one out (issue 12 item 10).
@@ -205,12 +206,7 @@ def test_predict_imports_no_training_stack_even_where_it_is_installed(
 
 
 def _load_audit_script() -> ModuleType:
-    path = REPO_ROOT / "scripts" / "audit_dependencies.py"
-    spec = importlib.util.spec_from_file_location("audit_dependencies", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("audit_dependencies")
 
 
 @pytest.mark.parametrize(

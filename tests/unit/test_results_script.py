@@ -3,7 +3,6 @@ stored result files, and `check` notices when either is out of date."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -11,6 +10,7 @@ from types import ModuleType
 import pytest
 
 from tests.helpers.paths import REPO_ROOT
+from tests.helpers.scripts import load_script
 
 SCRIPTS = REPO_ROOT / "scripts"
 START, END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
@@ -22,11 +22,7 @@ README = f"# x\n\nintro\n\n{START}\nold\n{END}\n\n{OPEN_WORLD}\n\nend\n"
 def results(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     # The script imports its sibling benchmark_table as `python scripts/results.py` would.
     monkeypatch.syspath_prepend(str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location("results_script", SCRIPTS / "results.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("results", "results_script")
 
 
 def _write_json(path: Path, data: dict) -> None:
