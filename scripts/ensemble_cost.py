@@ -1,11 +1,14 @@
-"""What the best tf_flowers package costs at inference against the single-model package.
+"""What an ensemble package costs at inference against a single-model package.
 
     python scripts/ensemble_cost.py [--best models/tf_flowers_best] [--single models/tf_flowers]
+        [--out results/ensemble_cost.json]
 
 Runs `flowerclf benchmark --json` on both packages, one after the other on the same
 machine and images (the single model's dataset), with ONNX Runtime fp32 and the `auto`
 backend, and stores both reports, the ratios and each package's ONNX parity check in
-results/ensemble_cost.json; `make results` renders them on the results page.
+``--out`` (results/ensemble_cost.json: the three-backbone tf_flowers ensemble;
+results/ensemble_cost-oxford102.json: oxford102_best's three members); `make results`
+renders them on the results page.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def main() -> None:
     parser.add_argument("--best", type=Path, default=Path("models/tf_flowers_best"))
     parser.add_argument("--single", type=Path, default=Path("models/tf_flowers"))
     parser.add_argument("--num-images", type=int, default=256)
+    parser.add_argument("--out", type=Path, default=RESULTS_FILE)
     args = parser.parse_args()
     reports = {name: benchmark(path, args.num_images)
                for name, path in (("single", args.single), ("best", args.best))}  # fmt: skip
@@ -53,7 +57,8 @@ def main() -> None:
 
     result = {
         "command": "python scripts/ensemble_cost.py "
-        f"--best {args.best} --single {args.single} --num-images {args.num_images}",
+        f"--best {args.best} --single {args.single} --num-images {args.num_images}"
+        + ("" if args.out == RESULTS_FILE else f" --out {args.out}"),
         "packages": {"single": str(args.single), "best": str(args.best)},
         "parity": {"single": parity(args.single), "best": parity(args.best)},
         "ratios": {
@@ -62,7 +67,7 @@ def main() -> None:
         },
         "reports": reports,
     }  # fmt: skip
-    RESULTS_FILE.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"ratios": result["ratios"], "parity_passed": {
         name: check.get("passed") for name, check in result["parity"].items()}}))  # fmt: skip
 

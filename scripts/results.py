@@ -1,6 +1,7 @@
 """Re-make the results page (docs/results.md) and the README's summary table.
 
     python scripts/results.py run [ROW ...]   # train each ROWS row, save results/<row>.json
+    python scripts/results.py combine [ROW ...]  # an oxford102_best row from its members' rows
     python scripts/results.py table           # print the training-results table
     python scripts/results.py readme          # the pipeline summary table -> README.md
     python scripts/results.py docs            # the whole results page -> docs/results.md
@@ -151,25 +152,26 @@ ROWS: dict[str, list[str]] = {
     # oxford102_best with the last 8 blocks (the 112-channel stage too; cached: the
     # 80-channel 14x14 map).
     "oxford102-lite0_tail8-ce-best": [
-        "experiment=oxford102_best", "trainer.tail_blocks=8", "trainer.cache_views=3",
+        "experiment=oxford102_best", "model.members=1", "trainer.tail_blocks=8",
+        "trainer.cache_views=3",
     ],
     # oxford102_best when it trained Lite0's last 2 blocks (seed 42: the DVC run of that
     # time, its JSON says so).
     **{f"oxford102-lite0_tail2-ce-best-seed{seed}": [
-        "experiment=oxford102_best", "trainer.tail_blocks=2", "trainer.cache_views=3",
-        f"seed={seed}",
+        "experiment=oxford102_best", "model.members=1", "trainer.tail_blocks=2",
+        "trainer.cache_views=3", f"seed={seed}",
     ] for seed in (42, 43, 44)},
     # oxford102_best with a fifth of each class's validation images kept out of training
     # for calibration (issue 13): its accuracy cost; the ECE is from `flowerclf evaluate`.
     "oxford102-lite0_tail2-ce-best-calib20": [
-        "experiment=oxford102_best", "trainer.tail_blocks=2", "trainer.calibration_holdout=0.2",
-        "trainer.cache_views=3",
+        "experiment=oxford102_best", "model.members=1", "trainer.tail_blocks=2",
+        "trainer.calibration_holdout=0.2", "trainer.cache_views=3",
     ],
     # oxford102_best as it is (7 views, last 5 blocks) with oxford102_fast's calibration
     # hold-out: what a package with a temperature and thresholds fitted on untrained images
     # costs in accuracy.
     **{oxford_holdout_row(seed): [
-        "experiment=oxford102_best", "trainer.calibration_holdout=0.2",
+        "experiment=oxford102_best", "model.members=1", "trainer.calibration_holdout=0.2",
         *([] if seed == 42 else [f"seed={seed}"]),
     ] for seed in (42, 43, 44)},
     # tf_flowers_robust (blurred training views, issue 13) over two more training seeds;
@@ -205,22 +207,25 @@ ROWS: dict[str, list[str]] = {
     # oxford102_best when it cached 3 views per training image (seed 42: the DVC run of
     # that time, its JSON says so).
     **{oxford_views_row(3, seed): [
-        "experiment=oxford102_best", "trainer.cache_views=3", f"seed={seed}",
+        "experiment=oxford102_best", "model.members=1", "trainer.cache_views=3", f"seed={seed}",
     ] for seed in (42, 43, 44)},
     # ... plus one lever each: the SigLIP-style embedding loss (the fast path's best loss
     # on tf_flowers over three seeds), 10 epochs instead of 6.
     "oxford102-lite0_tail5-ce_siglip-best": [
-        "experiment=oxford102_best", "trainer.cache_views=3", "loss=ce_siglip",
+        "experiment=oxford102_best", "model.members=1", "trainer.cache_views=3", "loss=ce_siglip",
     ],
     # oxford102_best when it cached 5 views (5 gained on every seed over 3, then 7 over 5:
     # oxford102_best since, its BEST_RECIPES rows; seed 42: the DVC run of that time).
     **{oxford_views_row(5, seed): [
-        "experiment=oxford102_best", "trainer.cache_views=5", f"seed={seed}",
+        "experiment=oxford102_best", "model.members=1", "trainer.cache_views=5", f"seed={seed}",
     ] for seed in (42, 43, 44)},
     # oxford102_best at 9 cached views: does the halving gain per two more views go on?
-    oxford_views_row(9, 42): ["experiment=oxford102_best", "trainer.cache_views=9", "seed=42"],
+    oxford_views_row(9, 42): [
+        "experiment=oxford102_best", "model.members=1", "trainer.cache_views=9", "seed=42",
+    ],
     "oxford102-lite0_tail5-ce-best-10ep": [
-        "experiment=oxford102_best", "trainer.cache_views=3", "trainer.max_epochs=10",
+        "experiment=oxford102_best", "model.members=1", "trainer.cache_views=3",
+        "trainer.max_epochs=10",
     ],
     # The fast path with the SigLIP-style loss and one more augmented cached view: within
     # the 5-minute budget?
@@ -239,7 +244,7 @@ ROWS: dict[str, list[str]] = {
 BEST_RECIPES = {
     "tf_flowers_best": ("tf_flowers", 0.965, "lite0_warm_full"),
     "tf_flowers4_best": ("tf_flowers4", 0.98, "lite0_warm_full"),
-    "oxford102_best": ("oxford102", 0.945, "lite0_tail5"),
+    "oxford102_best": ("oxford102", 0.945, "lite0_tail5_x3"),
     "oxford102_swapped_best": ("oxford102_swapped", 0.97, "lite0_tail5"),
 }
 BEST_SEEDS = (42, 43, 44)
@@ -255,7 +260,29 @@ ROWS.update({
     for recipe in BEST_RECIPES for seed in BEST_SEEDS
 })  # fmt: skip
 
+# oxford102_best is a deep ensemble of three models of seeds s, s + 100 and s + 200
+# (flowerclf.training.members); these rows are its single model (model.members=1) at each
+# seed its members of seeds 42-44 trained with: member 0 of seed s is the model of seed s.
+MEMBER_SEED_STRIDE = 100  # flowerclf.training.members.MEMBER_SEED_STRIDE
+OXFORD_MEMBER_SEEDS = tuple(seed + MEMBER_SEED_STRIDE * k for k in range(3) for seed in BEST_SEEDS)
 
+
+def oxford_single_row(seed: int) -> str:
+    """The row of oxford102_best's single model (one member) trained with ``seed``."""
+    return f"oxford102-lite0_tail5-ce-best-seed{seed}"
+
+
+ROWS.update({
+    oxford_single_row(seed): ["experiment=oxford102_best", "model.members=1", f"seed={seed}"]
+    for seed in OXFORD_MEMBER_SEEDS
+})  # fmt: skip
+
+
+# Best recipes changed since their last `dvc repro` (runs/<recipe> still holds the recipe
+# before): their seed-42 row is a results/ file like the other seeds' until the pipeline is
+# re-run. oxford102_best became a three-model ensemble; its seed-42 row combines the seed-42
+# model the pipeline trained with the models of seeds 142 and 242 (`results.py combine`).
+DVC_NOT_YET_RERUN = ("oxford102_best",)
 # Table row -> DVC pipeline recipe (dvc.yaml, params.yaml) whose metrics files it shows.
 DVC_ROWS = {
     "tf_flowers-lite0-ce": "tf_flowers",
@@ -265,7 +292,11 @@ DVC_ROWS = {
     "tf_flowers-lite0-ce-blur_views": "tf_flowers_robust",
     # A best recipe's first seed is its DVC recipe (seed 42): `dvc repro` re-makes it, and
     # the other seeds are the `results.py run` rows.
-    **{best_row(recipe, BEST_SEEDS[0]): recipe for recipe in BEST_RECIPES},
+    **{
+        best_row(recipe, BEST_SEEDS[0]): recipe
+        for recipe in BEST_RECIPES
+        if recipe not in DVC_NOT_YET_RERUN
+    },
 }
 ORDER = [
     "tf_flowers-majority", "tf_flowers-lite0-ce", "tf_flowers-lite0-ce-blur_views",
@@ -294,6 +325,7 @@ ORDER = [
     "oxford102-lite0_tail8-ce-best", "tf_flowers-lite0-ce-tail5",
     *(f"oxford102_swapped-lite_ensemble-ce-best-seed{seed}" for seed in (42, 43, 44)),
     *(best_row(recipe, seed) for recipe in BEST_RECIPES for seed in BEST_SEEDS),
+    *(oxford_single_row(seed) for seed in OXFORD_MEMBER_SEEDS),
     *(oxford_views_row(3, seed) for seed in (42, 43, 44)),
     "oxford102-lite0_tail5-ce_siglip-best", "oxford102-lite0_tail5-ce-best-10ep",
     *(oxford_views_row(5, seed) for seed in (42, 43, 44)), oxford_views_row(9, 42),
@@ -307,22 +339,46 @@ def command(row: str) -> list[str]:
 
 
 def run(rows: list[str]) -> None:
-    RESULTS_DIR.mkdir(exist_ok=True)
     for row in rows or list(ROWS):
         if row not in ROWS:
             raise SystemExit(f"unknown row {row!r}; valid: {', '.join(ROWS)}")
-        print(f"== {row}: {' '.join(command(row))}", file=sys.stderr, flush=True)
-        # The installed CLI of this interpreter, whether or not its venv is on PATH.
-        argv = [sys.executable, "-m", *command(row)]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=REPO)
-        if done.returncode != 0:
-            sys.stderr.write(done.stderr[-3000:])
-            raise SystemExit(f"{row} failed with exit code {done.returncode}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        result["command"] = " ".join(command(row)[:3] + ROWS[row])
-        (RESULTS_DIR / f"{row}.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(f"   test accuracy {result['metrics'].get('test/accuracy', float('nan')):.4f}, "
-              f"{result['train_time_s']:.0f} s", file=sys.stderr)  # fmt: skip
+        _train_row(row, command(row))
+
+
+def _train_row(row: str, argv: list[str], **record: str) -> None:
+    """Run ``argv`` (a ``flowerclf train --json`` command), save its result as ``row``'s."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    print(f"== {row}: {' '.join(argv)}", file=sys.stderr, flush=True)
+    # The installed CLI of this interpreter, whether or not its venv is on PATH.
+    done = subprocess.run(
+        [sys.executable, "-m", *argv], capture_output=True, text=True, check=False, cwd=REPO
+    )
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-3000:])
+        raise SystemExit(f"{row} failed with exit code {done.returncode}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["command"] = " ".join(command(row)[:3] + ROWS[row])
+    result |= record
+    (RESULTS_DIR / f"{row}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"   test accuracy {result['metrics'].get('test/accuracy', float('nan')):.4f}, "
+          f"{result['train_time_s']:.0f} s", file=sys.stderr)  # fmt: skip
+
+
+def combine(rows: list[str]) -> None:
+    """An oxford102_best row from its members' rows, already run: the same ensemble its
+    command trains (members of seeds s, s + 100, s + 200), combined with ``member_runs``."""
+    seeds = {best_row("oxford102_best", seed): seed for seed in BEST_SEEDS}
+    for row in rows or list(seeds):
+        if row not in seeds:
+            raise SystemExit(f"combine makes {', '.join(seeds)}; not {row!r}")
+        members = [oxford_single_row(seeds[row] + MEMBER_SEED_STRIDE * k) for k in range(3)]
+        missing = [m for m in members if not (RESULTS_DIR / f"{m}.json").is_file()]
+        if missing:
+            raise SystemExit(f"{row}: run its members first: results.py run {' '.join(missing)}")
+        ids = [json.loads((RESULTS_DIR / f"{m}.json").read_text())["run_id"] for m in members]
+        argv = [*command(row)[:-1], f"member_runs=[{','.join(ids)}]", "--json"]
+        when_run = " ".join(argv[:3] + ROWS[row]) + f" member_runs=[rows {', '.join(members)}]"
+        _train_row(row, argv, command_when_run=when_run)
 
 
 def dvc_result(recipe: str, repo: Path = REPO) -> dict[str, Any] | None:
@@ -379,14 +435,17 @@ def summary_table(results: dict[str, dict[str, Any]]) -> str:
         "| recipe | test accuracy | macro-F1 | train time | hardware | command |",
         "|---|---:|---:|---:|---|---|",
     ]
-    for row, recipe in DVC_ROWS.items():
+    pending = {best_row(recipe, BEST_SEEDS[0]): recipe for recipe in DVC_NOT_YET_RERUN}
+    for row, recipe in {**DVC_ROWS, **pending}.items():
         if row not in results:
             continue
         result = results[row]
         m = result["metrics"]
+        note = " (its `dvc repro` is pending)" if row in pending else ""
         lines.append(
             f"| `{recipe}` | {m['test/accuracy']:.4f} | {m['test/macro_f1']:.4f} | "
-            f"{result['train_time_s']:.0f} s | {result['hardware']} | `{result['command']}` |"
+            f"{result['train_time_s']:.0f} s | {result['hardware']} | "
+            f"`{result['command']}`{note} |"
         )
     return "\n".join(lines)
 
@@ -490,6 +549,33 @@ def ensemble_cost_line(repo: Path = REPO) -> str:
     )
 
 
+OXFORD_ENSEMBLE_COST = "ensemble_cost-oxford102.json"
+
+
+def oxford_ensemble_cost_line(repo: Path = REPO) -> str:
+    """oxford102_best's package (three members on one trunk) against one member's."""
+    cost = _json(repo / "results" / OXFORD_ENSEMBLE_COST)
+    if cost is None:
+        return ""
+    single, best = cost["reports"]["single"], cost["reports"]["best"]
+    ratios = cost["ratios"]
+    passed = {name: check.get("passed") for name, check in cost["parity"].items()}
+    return (
+        f"\nInference cost of `oxford102_best`'s package (three models sharing the frozen "
+        f"trunk, `{cost['packages']['best']}`) against one of its models "
+        f"(`{cost['packages']['single']}`; {best['hardware']}, one run of "
+        f"`{cost['command']}`): ONNX Runtime fp32 "
+        f"{best['onnx_fp32']['throughput_ips']:.1f} vs {single['onnx_fp32']['throughput_ips']:.1f} "
+        f"img/s at batch 32 ({ratios['onnx_fp32_throughput_ips']:.2f}x), batch-1 p50 "
+        f"{best['onnx_fp32']['p50_ms']:.1f} vs {single['onnx_fp32']['p50_ms']:.1f} ms; `auto` "
+        f"({best['auto']['backend']} vs {single['auto']['backend']}) "
+        f"{best['auto']['throughput_ips']:.1f} vs {single['auto']['throughput_ips']:.1f} img/s "
+        f"({ratios['auto_throughput_ips']:.2f}x), p50 {best['auto']['p50_ms']:.1f} vs "
+        f"{single['auto']['p50_ms']:.1f} ms. ONNX parity check at export passed: "
+        f"{passed['best']} (ensemble), {passed['single']} (one model).\n"
+    )
+
+
 HEAD_PROBE = "head_probe-tf_flowers_ensemble.json"
 
 
@@ -527,9 +613,12 @@ OXFORD_TAIL5_LEVER_ROWS = {
     "last 5 blocks, 3 cached views, 6 epochs (`oxford102_best` before)": oxford_views_row(3, 42),
     "+ SigLIP-style embedding loss (`loss=ce_siglip`)": "oxford102-lite0_tail5-ce_siglip-best",
     "5 cached views instead of 3": oxford_views_row(5, 42),
-    "7 cached views instead of 3 (`oxford102_best` now)": "oxford102-lite0_tail5-ce-best-seed42",
+    "7 cached views instead of 3 (each of `oxford102_best`'s models)": oxford_single_row(42),
     "9 cached views instead of 3": oxford_views_row(9, 42),
     "10 epochs instead of 6": "oxford102-lite0_tail5-ce-best-10ep",
+    "7 cached views, 3 models of seeds 42, 142, 242 averaged (`oxford102_best` now)": (
+        best_row("oxford102_best", 42)
+    ),
 }
 # Changes to oxford102_best over three training seeds: label -> (new, old) rows per seed;
 # 3 -> 5 views, then 5 -> 7 (each gained at seed 42), and the calibration hold-out.
@@ -537,12 +626,16 @@ OXFORD_SEED_ROWS = {
     "`oxford102_best` with 5 cached views against 3": {
         seed: (oxford_views_row(5, seed), oxford_views_row(3, seed)) for seed in BEST_SEEDS
     },
-    "7 cached views (`oxford102_best` now) against 5": {
-        seed: (best_row("oxford102_best", seed), oxford_views_row(5, seed)) for seed in BEST_SEEDS
+    "7 cached views (`oxford102_best`'s models) against 5": {
+        seed: (oxford_single_row(seed), oxford_views_row(5, seed)) for seed in BEST_SEEDS
     },
     "`oxford102_best` with a fifth of val held out for calibration "
     "(`trainer.calibration_holdout=0.2`) against without": {
-        seed: (oxford_holdout_row(seed), best_row("oxford102_best", seed)) for seed in BEST_SEEDS
+        seed: (oxford_holdout_row(seed), oxford_single_row(seed)) for seed in BEST_SEEDS
+    },
+    "`oxford102_best` (3 models of seeds s, s + 100, s + 200, averaged) against its model "
+    "of seed s alone": {
+        seed: (best_row("oxford102_best", seed), oxford_single_row(seed)) for seed in BEST_SEEDS
     },
 }  # fmt: skip
 
@@ -775,7 +868,8 @@ def results_page(repo: Path = REPO) -> str:
     )
     sections = [PAGE_INTRO, TRAINING_INTRO, table(results) + "\n", SEEDS_INTRO]
     sections.append(seed_table(results) + "\n")
-    sections += [BEST_INTRO, best_table(results) + "\n" + ensemble_cost_line(repo), LEVERS_INTRO,
+    sections += [BEST_INTRO, best_table(results) + "\n" + ensemble_cost_line(repo)
+                 + oxford_ensemble_cost_line(repo), LEVERS_INTRO,
                  lever_table(results) + "\n" + head_probe_line(repo), OXFORD_LEVERS_INTRO,
                  lever_table(results, OXFORD_LEVER_ROWS, against_first=True) + "\n",
                  OXFORD_TAIL5_INTRO,
@@ -1010,11 +1104,13 @@ def write(paths: list[Path], repo: Path = REPO) -> None:
 
 
 if __name__ == "__main__":
-    actions = ("run", "table", "readme", "docs", "check")
+    actions = ("run", "combine", "table", "readme", "docs", "check")
     if len(sys.argv) < 2 or sys.argv[1] not in actions:
         raise SystemExit(__doc__)
     if sys.argv[1] == "run":
         run(sys.argv[2:])
+    elif sys.argv[1] == "combine":
+        combine(sys.argv[2:])
     elif sys.argv[1] == "table":
         print(table())
     elif sys.argv[1] == "readme":

@@ -148,6 +148,8 @@ class ModelConfig(FrozenSection):
     weights: str | None
     embedding_dim: int = Field(ge=2, le=4096)
     drop_rate: float = Field(ge=0.0, lt=1.0)
+    members: int = Field(ge=1, le=16)
+    member_tail_blocks: int | None = Field(ge=0)
     preprocess: PreprocessConfig
 
 
@@ -244,6 +246,7 @@ class FlowerclfConfig(FrozenSection):
     resume: str | None
     init_from: str | None
     warm_start: str | None
+    member_runs: tuple[str, ...] | None = Field(min_length=2)
 
     @field_validator("seed", mode="before")
     @classmethod

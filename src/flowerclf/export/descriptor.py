@@ -50,10 +50,14 @@ def build_descriptor(context: ExportContext, results: Iterable[StepResult]) -> d
         "model": {
             "name": model_cfg.name,
             "arch": model_cfg.arch,
-            "embedding_dim": embedding_dim,
+            # What rebuilds the network (the torch backend): a member's embedding width;
+            # an ensemble's embeddings output is its members' side by side.
+            "embedding_dim": model_cfg.embedding_dim,
             "drop_rate": float(model_cfg.drop_rate),
             "pretrained": False,
             "weights": None,
+            "members": model_cfg.members,
+            "member_tail_blocks": model_cfg.member_tail_blocks,
         },
         "inputs": {INPUT_NAME: {"dtype": "float32", "shape": [-1, 3, spec.input_size,
                                                                spec.input_size]}},

@@ -47,6 +47,7 @@ from flowerclf.training.interrupt import (
     mark_interrupted,
     resumable_callbacks,
 )
+from flowerclf.training.members import train_ensemble
 from flowerclf.training.module import FlowerClassifier
 from flowerclf.training.predict import FromTrunk, image_runner, predict_loader
 from flowerclf.training.run import (
@@ -184,12 +185,19 @@ def train(cfg: FlowerclfConfig) -> TrainResult:
     """Run one training job described by a composed, validated config
     (:func:`flowerclf.config.compose_config`).
 
+    With ``model.members`` > 1, each member trains as a run of this function, and one more
+    run holds their ensemble (:mod:`flowerclf.training.members`).
+
     With ``warm_start`` (and neither ``init_from`` nor ``resume``), the named experiment
     first trains the same model in a run of its own (:func:`warm_start_config`), and this
     run starts from its best checkpoint; ``train_time_s`` then counts both, and the
     metrics add ``warm_start_time_s``.
     """
     started = time.perf_counter()
+    if cfg.model.members > 1:
+        return train_ensemble(cfg, train, started)
+    if cfg.member_runs is not None:
+        raise ConfigError("member_runs combines an ensemble's members: set model.members too")
     if cfg.warm_start and not (cfg.init_from or cfg.resume):
         if world_size(cfg.trainer.devices, cfg.trainer.num_nodes) > 1:
             raise ConfigError(
