@@ -148,6 +148,7 @@ def combine_members(
     """One run holding the members as a :class:`MemberEnsemble`, evaluated and logged."""
     from flowerclf.training.train import (
         _check_fresh_run_dir,
+        _log_mlflow_model,
         _predict_splits,
         _with_resolved_data_root,
     )
@@ -176,6 +177,8 @@ def combine_members(
     predictions = _predict_splits(module, datamodule, None)
     result = finish_run(context, predictions, best_path)
     _nest_members(context, member_ids)
+    if context.logger is not None and context.run_id is not None and cfg.logger.log_model:
+        _log_mlflow_model(module, datamodule, context.tracking_uri, context.run_id)
     log.info("ensemble of %d members: run %s, %.0f s", len(nets), result.run_id,
              time.perf_counter() - started)  # fmt: skip
     return result
