@@ -90,7 +90,9 @@ def test_members_on_one_frozen_trunk_share_it_and_the_package_averages_them(
 
     run = load_trained(ensemble["run_id"])
     assert run.settings.model.members == 2 and run.settings.model.member_tail_blocks == 1
-    assert "test/accuracy" in ensemble["metrics"] and ensemble["train_time_s"] > 0
+    members_time = ensemble["metrics"]["members_train_time_s"]
+    assert 0 < members_time < ensemble["train_time_s"]  # the total counts the members'
+    assert "test/accuracy" in ensemble["metrics"]
 
     # The members are ordinary runs, seeds 5 and 105, nested under the ensemble's run.
     import mlflow
@@ -128,6 +130,8 @@ def test_members_on_one_frozen_trunk_share_it_and_the_package_averages_them(
     # Members trained apart combine into the same ensemble.
     combine_option = f"member_runs=[{','.join(members)}]"
     combined = _train([*overrides, *cached, "model.members=2", combine_option])
+    assert combined["metrics"]["members_train_time_s"] == pytest.approx(members_time, abs=0.05)
+    assert combined["train_time_s"] > members_time  # members trained apart count too
     again = load_trained(combined["run_id"]).module.net.eval()
     with torch.inference_mode():
         np.testing.assert_allclose(again(images)[0].numpy(), logits.numpy(), atol=1e-6)

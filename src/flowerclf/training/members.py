@@ -13,6 +13,7 @@ Members are independent: they can also be trained apart (on several machines, wi
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -90,11 +91,26 @@ def train_ensemble(
     if cfg.member_runs is not None:
         checkpoints = [resolve_checkpoint(target)[0] for target in cfg.member_runs]
         member_ids = list(cfg.member_runs)
+        seconds = [_recorded_train_time(checkpoint) for checkpoint in checkpoints]
+        # What the members cost counts as if they had trained here (in series: machine
+        # time, which is more than the wall time of members trained side by side).
+        started -= sum(seconds)
     else:
         results = [train_one(member_config(cfg, k)) for k in range(cfg.model.members)]
         checkpoints = [Path(result.checkpoint) for result in results]
         member_ids = [result.run_id or result.checkpoint for result in results]
-    return combine_members(cfg, checkpoints, member_ids, started)
+        seconds = [result.train_time_s for result in results]
+    return combine_members(cfg, checkpoints, member_ids, started, sum(seconds))
+
+
+def _recorded_train_time(checkpoint: Path) -> float:
+    """A finished run's ``train_time_s`` from its run directory (0 where it is missing)."""
+    metrics = checkpoint.parent.parent / "metrics.json"
+    try:
+        return float(json.loads(metrics.read_text())["train_time_s"])
+    except (OSError, ValueError, KeyError):
+        log.warning("no train_time_s in %s: the ensemble's time leaves this member out", metrics)
+        return 0.0
 
 
 def _member_nets(checkpoints: Sequence[Path], arch: str, classes: list[str]) -> list[FlowerNet]:
@@ -143,9 +159,14 @@ def shared_tail_blocks(cfg: FlowerclfConfig, nets: Sequence[FlowerNet]) -> int |
 
 
 def combine_members(
-    cfg: FlowerclfConfig, checkpoints: Sequence[Path], member_ids: Sequence[str], started: float
+    cfg: FlowerclfConfig,
+    checkpoints: Sequence[Path],
+    member_ids: Sequence[str],
+    started: float,
+    member_seconds: float,
 ) -> TrainResult:
-    """One run holding the members as a :class:`MemberEnsemble`, evaluated and logged."""
+    """One run holding the members as a :class:`MemberEnsemble`, evaluated and logged;
+    its metrics add ``members_train_time_s`` (the members' training, part of the total)."""
     from flowerclf.training.train import (
         _check_fresh_run_dir,
         _log_mlflow_model,
@@ -175,7 +196,8 @@ def combine_members(
                  weights=module.weights_origin, members=",".join(member_ids))  # fmt: skip
     best_path = _write_checkpoint(module, context)
     predictions = _predict_splits(module, datamodule, None)
-    result = finish_run(context, predictions, best_path)
+    more = {"members_train_time_s": round(member_seconds, 2)}
+    result = finish_run(context, predictions, best_path, extra_metrics=more)
     _nest_members(context, member_ids)
     if context.logger is not None and context.run_id is not None and cfg.logger.log_model:
         _log_mlflow_model(module, datamodule, context.tracking_uri, context.run_id)
