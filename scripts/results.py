@@ -524,28 +524,36 @@ LEVER_ROWS = {
 ENSEMBLE_COST = "ensemble_cost.json"
 
 
+def _cost_figures(cost: dict[str, Any]) -> str:
+    """An ensemble_cost.py result as prose: both packages' speed per runtime, and parity."""
+    single, best = cost["reports"]["single"], cost["reports"]["best"]
+    ratios = cost["ratios"]
+    passed = {name: check.get("passed") for name, check in cost["parity"].items()}
+    return (
+        f"({best['hardware']}, one run of `{cost['command']}`): ONNX Runtime fp32 "
+        f"{best['onnx_fp32']['throughput_ips']:.1f} vs {single['onnx_fp32']['throughput_ips']:.1f} "
+        f"img/s at batch 32 ({ratios['onnx_fp32_throughput_ips']:.2f}x), batch-1 p50 "
+        f"{best['onnx_fp32']['p50_ms']:.1f} vs {single['onnx_fp32']['p50_ms']:.1f} ms; `auto` "
+        f"({best['auto']['backend']} vs {single['auto']['backend']}) "
+        f"{best['auto']['throughput_ips']:.1f} vs {single['auto']['throughput_ips']:.1f} img/s "
+        f"({ratios['auto_throughput_ips']:.2f}x), p50 {best['auto']['p50_ms']:.1f} vs "
+        f"{single['auto']['p50_ms']:.1f} ms. ONNX parity check at export passed: "
+        f"{passed['best']} (ensemble), {passed['single']} (single).\n"
+    )
+
+
 def ensemble_cost_line(repo: Path = REPO) -> str:
     """The three-backbone ensemble package's inference cost against the single model's
     (scripts/ensemble_cost.py), if measured."""
     cost = _json(repo / "results" / ENSEMBLE_COST)
     if cost is None:
         return ""
-    single, best = cost["reports"]["single"], cost["reports"]["best"]
-    ratios = cost["ratios"]
-    passed = {name: check.get("passed") for name, check in cost["parity"].items()}
+    packages = cost["packages"]
     return (
-        f"\nInference cost of the three-backbone ensemble (`{cost['packages']['best']}` when "
+        f"\nInference cost of the three-backbone ensemble (`{packages['best']}` when "
         f"`tf_flowers_best` was `tf_flowers_ensemble`; the warm-started recipe is one Lite0 "
-        f"and costs what `{cost['packages']['single']}` costs) against "
-        f"`{cost['packages']['single']}` "
-        f"({best['hardware']}, one run of `{cost['command']}`): ONNX Runtime fp32 "
-        f"{best['onnx_fp32']['throughput_ips']:.1f} vs {single['onnx_fp32']['throughput_ips']:.1f} "
-        f"img/s at batch 32 ({ratios['onnx_fp32_throughput_ips']:.2f}x), batch-1 p50 "
-        f"{best['onnx_fp32']['p50_ms']:.1f} vs {single['onnx_fp32']['p50_ms']:.1f} ms; `auto` "
-        f"({best['auto']['backend']} vs {single['auto']['backend']}) "
-        f"{best['auto']['throughput_ips']:.1f} vs {single['auto']['throughput_ips']:.1f} img/s, "
-        f"p50 {best['auto']['p50_ms']:.1f} vs {single['auto']['p50_ms']:.1f} ms. ONNX parity "
-        f"check at export passed: {passed['best']} (ensemble), {passed['single']} (single).\n"
+        f"and costs what `{packages['single']}` costs) against `{packages['single']}` "
+        + _cost_figures(cost)
     )
 
 
@@ -557,22 +565,11 @@ def oxford_ensemble_cost_line(repo: Path = REPO) -> str:
     cost = _json(repo / "results" / OXFORD_ENSEMBLE_COST)
     if cost is None:
         return ""
-    single, best = cost["reports"]["single"], cost["reports"]["best"]
-    ratios = cost["ratios"]
-    passed = {name: check.get("passed") for name, check in cost["parity"].items()}
+    packages = cost["packages"]
     return (
         f"\nInference cost of `oxford102_best`'s package (three models sharing the frozen "
-        f"trunk, `{cost['packages']['best']}`) against one of its models "
-        f"(`{cost['packages']['single']}`; {best['hardware']}, one run of "
-        f"`{cost['command']}`): ONNX Runtime fp32 "
-        f"{best['onnx_fp32']['throughput_ips']:.1f} vs {single['onnx_fp32']['throughput_ips']:.1f} "
-        f"img/s at batch 32 ({ratios['onnx_fp32_throughput_ips']:.2f}x), batch-1 p50 "
-        f"{best['onnx_fp32']['p50_ms']:.1f} vs {single['onnx_fp32']['p50_ms']:.1f} ms; `auto` "
-        f"({best['auto']['backend']} vs {single['auto']['backend']}) "
-        f"{best['auto']['throughput_ips']:.1f} vs {single['auto']['throughput_ips']:.1f} img/s "
-        f"({ratios['auto_throughput_ips']:.2f}x), p50 {best['auto']['p50_ms']:.1f} vs "
-        f"{single['auto']['p50_ms']:.1f} ms. ONNX parity check at export passed: "
-        f"{passed['best']} (ensemble), {passed['single']} (one model).\n"
+        f"trunk, `{packages['best']}`) against one of its models (`{packages['single']}`) "
+        + _cost_figures(cost)
     )
 
 
