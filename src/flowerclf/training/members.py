@@ -26,6 +26,7 @@ from flowerclf.config.saved import load_run_config
 from flowerclf.config.schema import FlowerclfConfig
 from flowerclf.core.errors import ConfigError, RunStateError
 from flowerclf.data.datamodule import FlowerDataModule
+from flowerclf.models.backbones import split_backbone
 from flowerclf.models.net import FlowerNet, MemberEnsemble
 from flowerclf.models.preprocessing import spec_from_model_config
 from flowerclf.tracking import load_checkpoint, resolve_checkpoint
@@ -144,8 +145,6 @@ def shared_tail_blocks(cfg: FlowerclfConfig, nets: Sequence[FlowerNet]) -> int |
     trainer = cfg.trainer
     if trainer.mode != "cached" and trainer.tail_blocks == 0:
         return None  # full fine-tuning: every layer of every member moved
-    from flowerclf.models.backbones import split_backbone
-
     trunks = [split_backbone(net.backbone, trainer.tail_blocks)[0].state_dict() for net in nets]
     first = trunks[0]
     same = all(
