@@ -31,7 +31,16 @@ from flowerclf.models.net import FlowerNet, MemberEnsemble
 from flowerclf.models.preprocessing import spec_from_model_config
 from flowerclf.tracking import load_checkpoint, resolve_checkpoint
 from flowerclf.training.module import FlowerClassifier
-from flowerclf.training.run import RunContext, TrainResult, finish_run, open_run, record_start
+from flowerclf.training.outputs import log_mlflow_model, predict_splits
+from flowerclf.training.run import (
+    RunContext,
+    TrainResult,
+    check_fresh_run_dir,
+    finish_run,
+    open_run,
+    record_start,
+    with_resolved_data_root,
+)
 from flowerclf.training.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -166,14 +175,7 @@ def combine_members(
 ) -> TrainResult:
     """One run holding the members as a :class:`MemberEnsemble`, evaluated and logged;
     its metrics add ``members_train_time_s`` (the members' training, part of the total)."""
-    from flowerclf.training.train import (
-        _check_fresh_run_dir,
-        _log_mlflow_model,
-        _predict_splits,
-        _with_resolved_data_root,
-    )
-
-    cfg = _with_resolved_data_root(cfg)
+    cfg = with_resolved_data_root(cfg)
     seed_everything(cfg.seed)
     spec = spec_from_model_config(cfg.model)
     datamodule = FlowerDataModule.from_config(cfg, spec)
@@ -185,7 +187,7 @@ def combine_members(
     )
     context = open_run(cfg, datamodule, started=started)
     if cfg.paths.run_dir:
-        _check_fresh_run_dir(context.run_dir)
+        check_fresh_run_dir(context.run_dir)
     module = FlowerClassifier(context.config, datamodule.classes, spec.to_dict(), pretrained=False)
     ensemble: MemberEnsemble = module.net  # type: ignore[assignment]
     for slot, net in zip(ensemble.members, nets, strict=True):
@@ -194,12 +196,12 @@ def combine_members(
     record_start(context, loss=cfg.loss.name, trainer=f"members:{len(nets)}",
                  weights=module.weights_origin, members=",".join(member_ids))  # fmt: skip
     best_path = _write_checkpoint(module, context)
-    predictions = _predict_splits(module, datamodule, None)
+    predictions = predict_splits(module, datamodule, None)
     more = {"members_train_time_s": round(member_seconds, 2)}
     result = finish_run(context, predictions, best_path, extra_metrics=more)
     _nest_members(context, member_ids)
     if context.logger is not None and context.run_id is not None and cfg.logger.log_model:
-        _log_mlflow_model(module, datamodule, context.tracking_uri, context.run_id)
+        log_mlflow_model(module, datamodule, context.tracking_uri, context.run_id)
     log.info("ensemble of %d members: run %s, %.0f s", len(nets), result.run_id,
              time.perf_counter() - started)  # fmt: skip
     return result

@@ -22,8 +22,10 @@ import numpy as np
 from lightning.pytorch.loggers import MLFlowLogger
 
 from flowerclf.config.schema import FlowerclfConfig, RunConfig, RunRecord
+from flowerclf.core.errors import RunStateError
 from flowerclf.core.metric_names import LOGGED_METRICS
 from flowerclf.data.datamodule import FlowerDataModule, prepared_raw_dir
+from flowerclf.data.prepare import resolve_root
 from flowerclf.metrics.embeddings import EMBEDDINGS_FILE, knn_accuracy, save_embeddings
 from flowerclf.metrics.report import Predictions, write_evaluation
 from flowerclf.tracking import (
@@ -36,6 +38,24 @@ from flowerclf.tracking import (
 from flowerclf.training.predict import run_history, write_history
 
 EVAL_SPLITS = ("val", "test")
+
+
+def with_resolved_data_root(cfg: FlowerclfConfig) -> FlowerclfConfig:
+    """``cfg`` with ``data.root`` made absolute (the default root filled in), so that the
+    run records where its data was, wherever it is read back from."""
+    return cfg.updated(data=cfg.data.updated(root=str(resolve_root(cfg.data.root))))
+
+
+def check_fresh_run_dir(run_dir: Path) -> None:
+    # Lightning would write best-v1.ckpt next to an old best.ckpt, and readers of the fixed
+    # location would silently get the old model: refuse instead.
+    old = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    if old:
+        raise RunStateError(
+            f"{run_dir} already holds checkpoints ({', '.join(p.name for p in old)}); remove "
+            f"{run_dir / 'checkpoints'}, choose another paths.run_dir, or continue the run "
+            f"with resume={old[0].parent / 'last.ckpt'}"
+        )
 
 
 @dataclass

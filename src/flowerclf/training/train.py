@@ -21,7 +21,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from torch import nn
 from torch.utils.data import DataLoader
 
 from flowerclf.config.saved import load_run_config
@@ -35,9 +34,7 @@ from flowerclf.core.errors import (
 from flowerclf.core.preprocess import PreprocessSpec
 from flowerclf.data.datamodule import FlowerDataModule
 from flowerclf.data.prepare import resolve_root
-from flowerclf.metrics.report import Predictions
 from flowerclf.models.preprocessing import spec_from_model_config
-from flowerclf.models.runners import torch_runner
 from flowerclf.tracking import load_checkpoint, resolve_checkpoint
 from flowerclf.training.baseline import train_majority
 from flowerclf.training.distributed import global_rank_from_env, world_size
@@ -49,14 +46,16 @@ from flowerclf.training.interrupt import (
 )
 from flowerclf.training.members import train_ensemble
 from flowerclf.training.module import FlowerClassifier
-from flowerclf.training.predict import FromTrunk, image_runner, predict_loader
+from flowerclf.training.outputs import log_mlflow_model, predict_splits
 from flowerclf.training.run import (
     RunContext,
     TrainResult,
+    check_fresh_run_dir,
     finish_run,
     fixed_run_dir,
     open_run,
     record_start,
+    with_resolved_data_root,
 )
 from flowerclf.training.seeding import seed_everything
 
@@ -64,29 +63,10 @@ from flowerclf.training.seeding import seed_everything
 # modules are in eval mode on purpose (the frozen trunk keeps its ImageNet BatchNorm
 # statistics), and Lightning itself calls a torch API that torch has deprecated.
 _EXPECTED_WARNINGS = (r".*module\(s\) in eval mode.*", r".*isinstance\(treespec, LeafSpec\).*")
-PREDICTED_SPLITS = ("train_eval", "val", "test")
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainResult", "train"]
-
-
-class ProbabilityNet(nn.Module):
-    """Images -> class probabilities: the form the MLflow model serves."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits, _ = self.net(images)
-        return logits.softmax(dim=1)
-
-
-def _with_resolved_data_root(cfg: FlowerclfConfig) -> FlowerclfConfig:
-    """``cfg`` with ``data.root`` made absolute (the default root filled in), so that the
-    run records where its data was, wherever it is read back from."""
-    return cfg.updated(data=cfg.data.updated(root=str(resolve_root(cfg.data.root))))
 
 
 def _precision(trainer: TrainerConfig) -> str:
@@ -96,18 +76,6 @@ def _precision(trainer: TrainerConfig) -> str:
         trainer.accelerator == "auto" and torch.cuda.is_available()
     )
     return "16-mixed" if gpu else "32-true"
-
-
-def _check_fresh_run_dir(run_dir: Path) -> None:
-    # Lightning would write best-v1.ckpt next to an old best.ckpt, and readers of the fixed
-    # location would silently get the old model: refuse instead.
-    old = sorted((run_dir / "checkpoints").glob("*.ckpt"))
-    if old:
-        raise RunStateError(
-            f"{run_dir} already holds checkpoints ({', '.join(p.name for p in old)}); remove "
-            f"{run_dir / 'checkpoints'}, choose another paths.run_dir, or continue the run "
-            f"with resume={old[0].parent / 'last.ckpt'}"
-        )
 
 
 def _find_resume(
@@ -229,14 +197,14 @@ def warm_start_config(cfg: FlowerclfConfig) -> FlowerclfConfig:
 
 
 def _train(cfg: FlowerclfConfig, started: float, more_metrics: dict[str, float]) -> TrainResult:
-    cfg = _with_resolved_data_root(cfg)
+    cfg = with_resolved_data_root(cfg)
     run_dir = fixed_run_dir(cfg)
     resume_run, resume_ckpt = _find_resume(
         cfg.resume, Path(cfg.paths.output_dir).resolve(), run_dir
     )
     rank = _launch_rank(cfg.trainer)
     if run_dir is not None and resume_ckpt is None and rank == 0:
-        _check_fresh_run_dir(run_dir)
+        check_fresh_run_dir(run_dir)
     seed_everything(cfg.seed)
     spec = spec_from_model_config(cfg.model)
     datamodule = FlowerDataModule.from_config(cfg, spec)
@@ -272,7 +240,7 @@ def _train(cfg: FlowerclfConfig, started: float, more_metrics: dict[str, float])
         # evaluates and logs the run once, on the whole of each split.
         return TrainResult.other_rank(trainer.global_rank, context)
     best_path = _load_best(module, checkpoint_cb)
-    predictions = _predict_splits(module, datamodule, caches)
+    predictions = predict_splits(module, datamodule, caches)
     # Near zero when an earlier run's cache was reused: say so next to the total.
     extra_metrics = {"feature_cache_s": round(cache_seconds, 2)} if caches is not None else {}
     extra_metrics |= more_metrics
@@ -282,7 +250,7 @@ def _train(cfg: FlowerclfConfig, started: float, more_metrics: dict[str, float])
         context, predictions, best_path, step=int(module.global_step), extra_metrics=extra_metrics
     )
     if context.logger is not None and context.run_id is not None and cfg.logger.log_model:
-        _log_mlflow_model(module, datamodule, context.tracking_uri, context.run_id)
+        log_mlflow_model(module, datamodule, context.tracking_uri, context.run_id)
     return result
 
 
@@ -409,60 +377,3 @@ def _load_best(module: FlowerClassifier, checkpoint_cb: ModelCheckpoint) -> Path
     module.to("cpu")
     module.eval()
     return best_path
-
-
-def _predict_splits(
-    module: FlowerClassifier,
-    datamodule: FlowerDataModule,
-    caches: Mapping[str, CachedSplit] | None,
-) -> dict[str, Predictions]:
-    if caches is not None:
-        batch = module.config.trainer.cached_batch_size
-        run = torch_runner(FromTrunk(module.net))
-        return {
-            name: predict_loader(
-                run, DataLoader(features_dataset(caches[name]), batch_size=batch), name
-            )
-            for name in PREDICTED_SPLITS
-        }
-    run = image_runner(module.net, module.spec)
-    predictions = {
-        name: predict_loader(run, datamodule.loader(name), name) for name in PREDICTED_SPLITS
-    }
-    module.net.to("cpu")
-    return predictions
-
-
-def _log_mlflow_model(
-    module: FlowerClassifier, datamodule: FlowerDataModule, tracking_uri: str | None, run_id: str
-) -> None:
-    """Log the best network as an MLflow PyTorch model with signature and input example."""
-    import mlflow
-    import timm
-    from mlflow.models import infer_signature
-
-    spec: PreprocessSpec = module.spec
-    model = ProbabilityNet(module.net).eval()
-    examples = (
-        datamodule.dataset("test") if datamodule.split_rows("test") else datamodule.dataset("all")
-    )
-    example = examples[0][0]
-    example_np = example.unsqueeze(0).numpy()
-    with torch.inference_mode():
-        output = model(example.unsqueeze(0)).numpy()
-    signature = infer_signature(example_np, output)
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        mlflow.pytorch.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example_np,
-            pip_requirements=[
-                f"torch=={torch.__version__.split('+')[0]}",
-                f"timm=={timm.__version__}",
-            ],
-            metadata={"classes": list(module.classes), "preprocess": spec.to_dict()},
-            # "pt2" (torch.export) would pin the batch size of the input example.
-            serialization_format="pickle",
-        )
