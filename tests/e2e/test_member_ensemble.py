@@ -17,7 +17,7 @@ from flowerclf.config import compose_config
 from flowerclf.core.errors import ConfigError
 from flowerclf.inference.classifier import Classifier
 from flowerclf.runs import load_trained
-from flowerclf.training.members import member_config
+from flowerclf.training.members import member_accuracies, member_config
 from flowerclf.training.train import train
 from tests.helpers.images import build_folder_dataset
 
@@ -63,6 +63,24 @@ def test_member_k_trains_with_its_own_seed_and_run_directory() -> None:
     assert member.logger.run_name and member.logger.run_name.endswith("-member2")
 
 
+def test_the_members_scores_alone_summarise_what_averaging_gained(tmp_path: Path) -> None:
+    checkpoints = []
+    for k, (val, test) in enumerate([(0.9, 0.8), (0.7, 0.6), (0.8, 0.7)]):
+        run_dir = tmp_path / f"member{k}"
+        (run_dir / "checkpoints").mkdir(parents=True)
+        metrics = {"val/accuracy": val, "test/accuracy": test, "hardware": "CPU"}
+        if k == 2:
+            del metrics["val/accuracy"]  # a split some member has no figure for is left out
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        checkpoints.append(run_dir / "checkpoints" / "best.ckpt")
+    summary = member_accuracies(checkpoints)
+    assert summary == pytest.approx(
+        {"members/test/accuracy_mean": 0.7, "members/test/accuracy_min": 0.6,
+         "members/test/accuracy_max": 0.8}
+    )  # fmt: skip
+    assert member_accuracies([tmp_path / "missing" / "checkpoints" / "best.ckpt"]) == {}
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -103,6 +121,10 @@ def test_members_on_one_frozen_trunk_share_it_and_the_package_averages_them(
     assert [m.settings.seed for m in member_runs] == [5, 105]
     for member in members:
         assert client.get_run(member).data.tags["mlflow.parentRunId"] == ensemble["run_id"]
+    # ...and the ensemble's run says what they scored alone.
+    alone = [client.get_run(member).data.metrics["test/accuracy"] for member in members]
+    assert ensemble["metrics"]["members/test/accuracy_mean"] == pytest.approx(np.mean(alone))
+    assert ensemble["metrics"]["members/test/accuracy_max"] == pytest.approx(max(alone))
 
     # The ensemble's probabilities are the mean of its members' (one trunk run for both).
     images = _test_images(ensemble["run_id"])

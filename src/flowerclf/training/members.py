@@ -33,6 +33,7 @@ from flowerclf.tracking import load_checkpoint, resolve_checkpoint
 from flowerclf.training.module import FlowerClassifier
 from flowerclf.training.outputs import log_mlflow_model, predict_splits
 from flowerclf.training.run import (
+    EVAL_SPLITS,
     RunContext,
     TrainResult,
     check_fresh_run_dir,
@@ -113,14 +114,41 @@ def train_ensemble(
     return combine_members(cfg, checkpoints, member_ids, started, sum(seconds))
 
 
+def _recorded_metrics(checkpoint: Path) -> dict[str, float]:
+    """The ``metrics.json`` a finished run wrote beside its checkpoints (empty if none)."""
+    path = checkpoint.parent.parent / "metrics.json"
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v) for k, v in recorded.items() if isinstance(v, int | float)}
+
+
 def _recorded_train_time(checkpoint: Path) -> float:
     """A finished run's ``train_time_s`` from its run directory (0 where it is missing)."""
-    metrics = checkpoint.parent.parent / "metrics.json"
-    try:
-        return float(json.loads(metrics.read_text())["train_time_s"])
-    except (OSError, ValueError, KeyError):
-        log.warning("no train_time_s in %s: the ensemble's time leaves this member out", metrics)
+    seconds = _recorded_metrics(checkpoint).get("train_time_s")
+    if seconds is None:
+        log.warning("no train_time_s beside %s: the ensemble's time leaves this member out",
+                    checkpoint)  # fmt: skip
         return 0.0
+    return seconds
+
+
+def member_accuracies(checkpoints: Sequence[Path]) -> dict[str, float]:
+    """What the members scored alone, as the ensemble's metrics ``members/<split>/
+    accuracy_{mean,min,max}``: how much averaging them gained, in the run itself. A split
+    some member has no figure for is left out."""
+    recorded = [_recorded_metrics(checkpoint) for checkpoint in checkpoints]
+    summary: dict[str, float] = {}
+    for split in EVAL_SPLITS:
+        scores = [metrics.get(f"{split}/accuracy") for metrics in recorded]
+        if not scores or any(score is None for score in scores):
+            continue
+        values = [float(score) for score in scores if score is not None]
+        summary[f"members/{split}/accuracy_mean"] = sum(values) / len(values)
+        summary[f"members/{split}/accuracy_min"] = min(values)
+        summary[f"members/{split}/accuracy_max"] = max(values)
+    return summary
 
 
 def _member_nets(checkpoints: Sequence[Path], arch: str, classes: list[str]) -> list[FlowerNet]:
@@ -174,7 +202,8 @@ def combine_members(
     member_seconds: float,
 ) -> TrainResult:
     """One run holding the members as a :class:`MemberEnsemble`, evaluated and logged;
-    its metrics add ``members_train_time_s`` (the members' training, part of the total)."""
+    its metrics add ``members_train_time_s`` (the members' training, part of the total)
+    and the members' own accuracies (:func:`member_accuracies`)."""
     cfg = with_resolved_data_root(cfg)
     seed_everything(cfg.seed)
     spec = spec_from_model_config(cfg.model)
@@ -197,7 +226,7 @@ def combine_members(
                  weights=module.weights_origin, members=",".join(member_ids))  # fmt: skip
     best_path = _write_checkpoint(module, context)
     predictions = predict_splits(module, datamodule, None)
-    more = {"members_train_time_s": round(member_seconds, 2)}
+    more = {"members_train_time_s": round(member_seconds, 2), **member_accuracies(checkpoints)}
     result = finish_run(context, predictions, best_path, extra_metrics=more)
     _nest_members(context, member_ids)
     if context.logger is not None and context.run_id is not None and cfg.logger.log_model:
