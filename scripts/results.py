@@ -779,6 +779,11 @@ Test-split metrics. Two kinds of rows:
 "train time" is wall-clock from start to finished evaluation, data preparation excluded,
 including the frozen-trunk feature cache when the run built it (`feature_cache_s` in its
 metrics); loss-variant rows reused a cache built by an earlier run of the same dataset.
+"hardware" names the CPU's instruction sets since December 2026 ("CPU: AMD EPYC x2
+(avx2)"): one model name covers EPYCs about 2x apart in speed. Rows that name the model
+only are older; the development machine of their time had AVX-512 (the inference
+benchmark it ran recorded avx2, avx512, vnni and bf16), and that is the one their times
+belong to as far as the records show.
 """
 
 SEEDS_INTRO = """\

@@ -16,7 +16,7 @@ import pytest
 
 from flowerclf import Classifier
 from flowerclf.core.errors import MissingExtraError, UsageError
-from flowerclf.core.hardware import cpu_features
+from flowerclf.core.hardware import cpu_description, cpu_features
 from flowerclf.core.package_format import DESCRIPTOR_FILE, load_package
 from flowerclf.inference import auto
 from flowerclf.inference.backends import create_backend
@@ -143,6 +143,16 @@ def test_cpu_features_from_cpuinfo_flags() -> None:
     assert cpu_features(haswell) == {
         "avx2": True, "avx512": False, "vnni": False, "bf16": False, "amx": False,
     }  # fmt: skip
+
+
+def test_the_cpu_description_names_the_instruction_sets_that_set_its_speed() -> None:
+    # One model name covers EPYCs with and without AVX-512, about 2x apart in speed.
+    zen3 = "model name\t: AMD EPYC\nflags\t\t: fpu avx2 fma\n"
+    zen5 = "model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16\n"
+    assert cpu_description(zen3).startswith("CPU: AMD EPYC x")
+    assert cpu_description(zen3).endswith(" (avx2)")
+    assert cpu_description(zen5).endswith(" (avx2, avx512, vnni, bf16)")
+    assert "(" not in cpu_description("")  # no flags known: the model alone
 
 
 @pytest.mark.parametrize(

@@ -11,17 +11,24 @@ from types import TracebackType
 from typing import Any
 
 
-def cpu_description() -> str:
-    """``"CPU: <model> x<cores>"`` (no torch import: cheap enough for benchmarks)."""
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """``"CPU: <model> x<cores> (<features>)"``, e.g. ``"CPU: AMD EPYC x2 (avx2, avx512)"``
+    (no torch import: cheap enough for benchmarks). The instruction-set features are part
+    of it because one model name covers machines twice as fast as each other (AVX2 against
+    AVX-512 generations of EPYC): a figure names the one it was measured on."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
     cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu} x{os.cpu_count()}"
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    features = [name for name, present in cpu_features(cpuinfo).items() if present]
+    suffix = f" ({', '.join(features)})" if features else ""
+    return f"CPU: {cpu} x{os.cpu_count()}{suffix}"
 
 
 def physical_cores() -> int:
