@@ -141,10 +141,10 @@ def member_accuracies(checkpoints: Sequence[Path]) -> dict[str, float]:
     recorded = [_recorded_metrics(checkpoint) for checkpoint in checkpoints]
     summary: dict[str, float] = {}
     for split in EVAL_SPLITS:
-        scores = [metrics.get(f"{split}/accuracy") for metrics in recorded]
-        if not scores or any(score is None for score in scores):
+        key = f"{split}/accuracy"
+        values = [metrics[key] for metrics in recorded if key in metrics]
+        if not values or len(values) < len(recorded):
             continue
-        values = [float(score) for score in scores if score is not None]
         summary[f"members/{split}/accuracy_mean"] = sum(values) / len(values)
         summary[f"members/{split}/accuracy_min"] = min(values)
         summary[f"members/{split}/accuracy_max"] = max(values)
