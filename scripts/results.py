@@ -238,9 +238,9 @@ ROWS: dict[str, list[str]] = {
     "tf_flowers-lite0_tail5-ce-strong_views5-seed43": [*TF_FLOWERS_TAIL5_ARGS, "seed=43"],
     # oxford102_best's last lever, three training seeds averaged (model.members=3), on the
     # tf_flowers recipes that miss their targets; each run reports its members' own scores
-    # (members/test/accuracy_*). tf_flowers4 with 2 members where 3 did not fit in one
-    # session (on the AVX2 machine): combined from the member runs of a model.members=3
-    # run with member_runs=[...], which gives what its command trains.
+    # (members/test/accuracy_*). tf_flowers4's 2-member row combined the first two member
+    # runs of the 3-member row's run with member_runs=[...], which gives what its command
+    # trains.
     "tf_flowers-lite0_x3-ce-fast": ["experiment=tf_flowers_fast", "model.members=3"],
     **{
         f"tf_flowers4-lite0_warm_full_x{n}-ce-best-seed42": [
