@@ -7,7 +7,14 @@ import json
 import numpy as np
 
 from flowerclf.metrics.report import Predictions
-from flowerclf.training.run import EVAL_SPLITS, RunContext, TrainResult, finish_run, record_start
+from flowerclf.training.run import (
+    EVAL_SPLITS,
+    RunContext,
+    TrainResult,
+    end_run_without_trainer,
+    finish_run,
+    record_start,
+)
 
 
 def train_majority(context: RunContext) -> TrainResult:
@@ -37,6 +44,5 @@ def train_majority(context: RunContext) -> TrainResult:
             ids=np.asarray([r.id for r in rows], dtype=np.int64),
         )
     result = finish_run(context, predictions, model_path)
-    if context.logger is not None:
-        context.logger.finalize("success")  # no Lightning trainer ends this run
+    end_run_without_trainer(context)
     return result

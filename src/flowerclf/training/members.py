@@ -37,6 +37,7 @@ from flowerclf.training.run import (
     RunContext,
     TrainResult,
     check_fresh_run_dir,
+    end_run_without_trainer,
     finish_run,
     open_run,
     record_start,
@@ -231,8 +232,7 @@ def combine_members(
     _nest_members(context, member_ids)
     if context.logger is not None and context.run_id is not None and cfg.logger.log_model:
         log_mlflow_model(module, datamodule, context.tracking_uri, context.run_id)
-    if context.logger is not None:
-        context.logger.finalize("success")  # no Lightning trainer ends this run
+    end_run_without_trainer(context)
     log.info("ensemble of %d members: run %s, %.0f s", len(nets), result.run_id,
              time.perf_counter() - started)  # fmt: skip
     return result

@@ -300,6 +300,13 @@ def finish_run(
     )
 
 
+def end_run_without_trainer(context: RunContext) -> None:
+    """Mark the MLflow run finished where no Lightning trainer ends it (the majority
+    baseline, an ensemble combined from its members)."""
+    if context.logger is not None:
+        context.logger.finalize("success")
+
+
 def _log_outputs(
     context: RunContext,
     metrics: Mapping[str, float],
