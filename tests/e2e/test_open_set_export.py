@@ -159,3 +159,37 @@ def test_evaluate_robustness_writes_the_table(model_package: TrainedPackage, tmp
     assert all(0 <= row["accuracy"] <= 1 and 0 <= row["known"] <= 1 for row in results.values())
     for name in ("robustness.json", "robustness.md", "robustness.png"):
         assert (tmp_path / name).is_file()
+
+
+def test_evaluate_tta_on_the_chosen_backend_reports_both_modes(
+    model_package: TrainedPackage, tmp_path: Path
+) -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["-q", "evaluate", str(model_package.package), "--tta", "--json",
+                     f"data.root={model_package.root / 'data'}", f"out={tmp_path}",
+                     "backend=onnx"])  # fmt: skip
+    assert code == 0
+    report = json.loads(out.getvalue().strip().splitlines()[-1])
+    # backend= picks the runtime measured (auto may serve an int8 model instead).
+    assert report["backend"] == "onnx"
+    single, tta = report["results"]["single"], report["results"]["tta"]
+    assert report["accuracy_gain_points"] == pytest.approx(
+        100 * (tta["accuracy"] - single["accuracy"])
+    )
+    assert report["cost_ratio"] == pytest.approx(tta["ms_per_image"] / single["ms_per_image"])
+    for name in ("tta.json", "tta.md"):
+        assert (tmp_path / name).is_file()
+
+
+@pytest.mark.parametrize("flag", ["--tta", "--robustness"])
+def test_a_package_report_names_its_own_flag_and_options_when_one_is_wrong(
+    flag: str, tmp_path: Path
+) -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["evaluate", str(tmp_path), flag, "ood.seed=3"]) != 0
+    message = err.getvalue()
+    # ood.seed= is an --ood option: the error says which flag rejected it and what it takes.
+    assert f"unknown {flag} option 'ood.seed=3'" in message
+    assert "backend=<str>" in message and "ood.oxford_root" not in message

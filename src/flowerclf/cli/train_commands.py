@@ -37,22 +37,32 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-# ``evaluate <package> --ood`` options (issue 13): KEY=VALUE -> evaluate_ood keyword.
-OOD_OPTIONS: dict[str, tuple[str, type]] = {
-    "data.root": ("data_root", str), "out": ("out", str),
-    "ood.oxford_root": ("oxford_root", str), "ood.max_images": ("max_images", int),
+# ``evaluate <package> --ood | --robustness | --tta`` options: KEY=VALUE -> keyword of the
+# report function. ``backend=`` picks the runtime the report measures (default: the one
+# ``backend="auto"`` serves, which may be an int8 model: pass ``backend=onnx`` to
+# measure the float32 network).
+PACKAGE_REPORT_OPTIONS: dict[str, tuple[str, type]] = {
+    "data.root": ("data_root", str), "out": ("out", str), "backend": ("backend", str),
+    "ood.max_images": ("max_images", int), "ood.oxford_root": ("oxford_root", str),
     "ood.seed": ("seed", int),
 }  # fmt: skip
+# The keys each report takes; --robustness and --tta read no out-of-distribution set.
+REPORT_KEYS = {
+    "--ood": tuple(PACKAGE_REPORT_OPTIONS),
+    "--robustness": ("data.root", "out", "backend", "ood.max_images"),
+    "--tta": ("data.root", "out", "backend", "ood.max_images"),
+}
 
 
-def _parse_ood_options(options: list[str]) -> dict[str, Any]:
+def _parse_package_options(options: list[str], flag: str) -> dict[str, Any]:
     parsed: dict[str, Any] = {}
+    keys = REPORT_KEYS[flag]
     for option in options:
         key, sep, value = option.partition("=")
-        if not sep or key not in OOD_OPTIONS:
-            valid = ", ".join(f"{k}=<{t.__name__}>" for k, (_, t) in OOD_OPTIONS.items())
-            raise UsageError(f"unknown --ood option {option!r}; valid: {valid}")
-        name, kind = OOD_OPTIONS[key]
+        if not sep or key not in keys:
+            valid = ", ".join(f"{k}=<{PACKAGE_REPORT_OPTIONS[k][1].__name__}>" for k in keys)
+            raise UsageError(f"unknown {flag} option {option!r}; valid: {valid}")
+        name, kind = PACKAGE_REPORT_OPTIONS[key]
         try:
             parsed[name] = kind(value)
         except ValueError:
@@ -115,7 +125,7 @@ def _print_package_report(args: argparse.Namespace, report: dict[str, Any]) -> i
 def _evaluate_ood(args: argparse.Namespace) -> int:
     from flowerclf.evaluation.ood import evaluate_ood
 
-    options = _parse_ood_options(args.options)
+    options = _parse_package_options(args.options, "--ood")
     with _as_package(args.target, "--ood", options) as package:
         return _print_package_report(args, evaluate_ood(package, **options))
 
@@ -123,12 +133,9 @@ def _evaluate_ood(args: argparse.Namespace) -> int:
 def _evaluate_package(
     args: argparse.Namespace, flag: str, run: Callable[..., dict[str, Any]]
 ) -> int:
-    """A package report that takes data.root=, out= and ood.max_images= (``--robustness``,
-    ``--tta``)."""
-    options = _parse_ood_options(args.options)
-    unknown = set(options) - {"data_root", "out", "max_images"}
-    if unknown:
-        raise UsageError(f"{flag} takes data.root=, out=, ood.max_images=; not {unknown}")
+    """A package report that takes data.root=, out=, backend= and ood.max_images=
+    (``--robustness``, ``--tta``)."""
+    options = _parse_package_options(args.options, flag)
     with _as_package(args.target, flag, options) as package:
         return _print_package_report(args, run(package, **options))
 
@@ -213,19 +220,19 @@ def register(
         "--ood", action="store_true",
         help="unknown-image rejection of a model package: test split vs unseen Oxford-102 "
         "species, bundled non-flower photos and synthetic images; AUROC, FPR@95%%TPR and "
-        "share rejected per method (options: data.root=, out=, ood.oxford_root=, "
-        "ood.max_images=, ood.seed=)",
+        "share rejected per method (options: data.root=, out=, backend=, "
+        "ood.oxford_root=, ood.max_images=, ood.seed=)",
     )  # fmt: skip
     evaluate.add_argument(
         "--robustness", action="store_true",
         help="accuracy of a model package on its test split under JPEG, blur, noise, "
         "brightness/contrast, rotation and downscaling corruptions (options: data.root=, "
-        "out=, ood.max_images=)",
+        "out=, backend=, ood.max_images=)",
     )  # fmt: skip
     evaluate.add_argument(
         "--tta", action="store_true",
         help="test-time augmentation of a model package: test-split accuracy, macro-F1, ECE, "
         "NLL and model time without and with the mirrored view averaged in (options: "
-        "data.root=, out=, ood.max_images=)",
+        "data.root=, out=, backend=, ood.max_images=)",
     )  # fmt: skip
     evaluate.set_defaults(handler=_evaluate, extra="train")

@@ -40,6 +40,7 @@ from flowerclf.core.open_set import (
     unknown_scores,
 )
 from flowerclf.core.package_format import ModelPackage, load_package
+from flowerclf.inference.backends import DEFAULT_BACKEND
 from flowerclf.inference.classifier import Classifier
 from flowerclf.metrics.open_set import rejected_share, separation
 
@@ -258,6 +259,7 @@ def evaluate_ood(
     oxford_root: str | Path | None = None,
     max_images: int = DEFAULT_MAX_IMAGES,
     seed: int = 0,
+    backend: str = DEFAULT_BACKEND,
 ) -> dict[str, Any]:
     """Score test images and the OOD groups with every method; write JSON, Markdown, PNG.
 
@@ -265,7 +267,7 @@ def evaluate_ood(
         The report (also in ``<out>/ood.json``).
     """
     package = load_package(package_dir)
-    classifier = Classifier.load(package.root)
+    classifier = Classifier.load(package.root, backend=backend)
     open_world = classifier.open_world
     if not open_world.thresholds:
         raise UsageError(

@@ -21,6 +21,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from flowerclf.core.imaging import load_rgb
 from flowerclf.core.package_format import load_package
 from flowerclf.evaluation.ood import package_test_rows, report_dir, write_report
+from flowerclf.inference.backends import DEFAULT_BACKEND
 from flowerclf.inference.classifier import Classifier
 
 Corruption = Callable[[Image.Image], Image.Image]
@@ -102,6 +103,7 @@ def evaluate_robustness(
     *,
     data_root: str | None = None,
     max_images: int = 1000,
+    backend: str = DEFAULT_BACKEND,
 ) -> dict[str, Any]:
     """Accuracy of the package on its test split, clean and under each corruption.
 
@@ -112,7 +114,7 @@ def evaluate_robustness(
     rows, raw, _ = package_test_rows(package, data_root, max_images)
     labels = np.asarray([r.label for r in rows])
     table: dict[str, dict[str, float]] = {}
-    with Classifier.load(package.root) as classifier:
+    with Classifier.load(package.root, backend=backend) as classifier:
         names = {"clean": (lambda image: image), **corruptions()}
         totals = {name: {"accuracy": 0.0, "known": 0.0} for name in names}
         step = classifier.batch_size

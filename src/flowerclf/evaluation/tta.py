@@ -18,6 +18,7 @@ import numpy as np
 from flowerclf.core.imaging import load_rgb
 from flowerclf.core.package_format import load_package
 from flowerclf.evaluation.ood import package_test_rows, report_dir, write_report
+from flowerclf.inference.backends import DEFAULT_BACKEND
 from flowerclf.inference.classifier import Classifier
 from flowerclf.metrics.classification import classification_metrics
 
@@ -30,6 +31,7 @@ def evaluate_tta(
     *,
     data_root: str | None = None,
     max_images: int = 10_000,
+    backend: str = DEFAULT_BACKEND,
 ) -> dict[str, Any]:
     """Test-split metrics of the package with and without test-time augmentation.
 
@@ -42,7 +44,7 @@ def evaluate_tta(
     probabilities: dict[str, list[np.ndarray]] = {mode: [] for mode in MODES}
     known: dict[str, list[np.ndarray]] = {mode: [] for mode in MODES}
     seconds = dict.fromkeys(MODES, 0.0)
-    with Classifier.load(package.root) as classifier:
+    with Classifier.load(package.root, backend=backend) as classifier:
         backend = classifier.backend_name
         step = classifier.batch_size
         for start in range(0, len(rows), step):
