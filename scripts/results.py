@@ -2,6 +2,7 @@
 
     python scripts/results.py run [ROW ...]   # train each ROWS row, save results/<row>.json
     python scripts/results.py combine [ROW ...]  # an oxford102_best row from its members' rows
+    python scripts/results.py tta NAME RUN "TRAIN COMMAND"  # mirror TTA of a trained run
     python scripts/results.py table           # print the training-results table
     python scripts/results.py readme          # the pipeline summary table -> README.md
     python scripts/results.py docs            # the whole results page -> docs/results.md
@@ -27,6 +28,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -393,6 +395,85 @@ def combine(rows: list[str]) -> None:
         argv = [*command(row)[:-1], f"member_runs=[{','.join(ids)}]", "--json"]
         when_run = " ".join(argv[:3] + ROWS[row]) + f" member_runs=[rows {', '.join(members)}]"
         _train_row(row, argv, command_when_run=when_run)
+
+
+TTA_DIR = RESULTS_DIR / "tta"
+
+
+def tta(name: str, run: str, train_command: str) -> None:
+    """Measure mirror test-time augmentation of a trained run (an MLflow run id, or a run
+    directory or checkpoint kept in outputs/) on its test split, on the float32 ONNX graph
+    (the auto runtime may be int8, which moves accuracy by itself), and save the report as
+    results/tta/<name>.json with the command that trained the model."""
+    target = Path(run) / "checkpoints" / "best.ckpt" if Path(run).is_dir() else run
+    argv = ["flowerclf", "-q", "evaluate", str(target), "--tta", "--json", "backend=onnx"]
+    print(f"== tta {name}: {' '.join(argv)}", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run([sys.executable, "-m", *argv, f"out={out}"], capture_output=True,
+                              text=True, check=False, cwd=REPO)  # fmt: skip
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-3000:])
+        raise SystemExit(f"tta {name} failed with exit code {done.returncode}")
+    save_tta(name, json.loads(done.stdout.strip().splitlines()[-1]), train_command)
+
+
+def save_tta(name: str, report: dict[str, Any], train_command: str) -> None:
+    """A ``flowerclf evaluate <run> --tta --json backend=onnx`` report as results/tta/<name>.json,
+    with the command that trained the model and the machine it was measured on."""
+    from flowerclf.core.hardware import cpu_description
+
+    report = {key: value for key, value in report.items() if key not in ("package", "report")}
+    report |= {"train_command": train_command, "hardware": cpu_description(),
+               "command": "flowerclf evaluate <run> --tta --json backend=onnx"}  # fmt: skip
+    TTA_DIR.mkdir(parents=True, exist_ok=True)
+    (TTA_DIR / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    single, mirrored = report["results"]["single"], report["results"]["tta"]
+    print(f"   {single['accuracy']:.4f} -> {mirrored['accuracy']:.4f}, "
+          f"{report['cost_ratio']:.2f}x model time", file=sys.stderr)  # fmt: skip
+
+
+def tta_table(repo: Path = REPO) -> str | None:
+    """Mirror TTA per measured model (results/tta/*.json), with each recipe's mean gain."""
+
+    def recipe_and_seed(path: Path) -> tuple[str, int]:
+        recipe, _, seed = path.stem.rpartition("-seed")
+        return recipe, int(seed)
+
+    paths = sorted((repo / "results" / "tta").glob("*.json"), key=recipe_and_seed)
+    reports = {path.stem: _json(path) for path in paths}
+    if not reports:
+        return None
+    lines = [
+        "| model | test images | accuracy | with TTA | gain (points) | ECE | with TTA | "
+        "model time | trained with |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    accuracies: dict[str, list[tuple[float, float]]] = {}
+    for name, report in reports.items():
+        assert report is not None
+        single, mirrored = report["results"]["single"], report["results"]["tta"]
+        accuracies.setdefault(name.rpartition("-seed")[0], []).append(
+            (single["accuracy"], mirrored["accuracy"])
+        )
+        lines.append(
+            f"| {name} | {report['count']} | {single['accuracy']:.4f} | "
+            f"{mirrored['accuracy']:.4f} | {report['accuracy_gain_points']:+.2f} | "
+            f"{single['ece']:.3f} | {mirrored['ece']:.3f} | {report['cost_ratio']:.2f}x | "
+            f"`{report['train_command']}` |"
+        )
+    means = "; ".join(
+        f"`{model}` {statistics.mean(a for a, _ in pairs):.4f} -> "
+        f"{statistics.mean(b for _, b in pairs):.4f} ({len(pairs)} seeds)"
+        if len(pairs) > 1
+        else f"`{model}` one seed"
+        for model, pairs in accuracies.items()
+    )
+    hardware = sorted({str(r["hardware"]) for r in reports.values() if r})
+    return (
+        "\n".join(lines) + f"\n\nMean test accuracy without -> with TTA: {means}. Measured on "
+        f'{", ".join(hardware)} with `python scripts/results.py tta NAME RUN "TRAIN COMMAND"` '
+        "(`flowerclf evaluate <run> --tta --json backend=onnx`: the float32 graph).\n"
+    )
 
 
 def dvc_result(recipe: str, repo: Path = REPO) -> dict[str, Any] | None:
@@ -921,10 +1002,22 @@ def results_page(repo: Path = REPO) -> str:
         if first:
             label = "its first definition (3 views, half the augmented ones blurred)"
             sections.append(robust_seeds_line(first, label, FIRST_ROBUST_SEED_ROW) + "\n")
+    mirrored = tta_table(repo)
+    if mirrored is not None:
+        sections += [TTA_INTRO, mirrored]
     session = _json(repo / "results" / "onnx_session_check.json")
     if session is not None:
         sections += [SESSION_INTRO, session_table(session) + "\n"]
     return "\n".join(sections)
+
+
+TTA_INTRO = """## Test-time augmentation (mirror) of the best recipes' models
+
+Issue 14's last cheap lever: each test image averaged with its mirror image (`--tta`,
+`?tta=true`, `Classifier(tta=True)`), at about twice the model time. Measured on models
+trained for the rows above or as ensemble members (same recipe, that seed), on the float32
+ONNX graph, since the int8 model `backend="auto"` may serve moves accuracy by itself.
+"""
 
 
 OPEN_WORLD_RECIPE = "tf_flowers"
@@ -1131,13 +1224,17 @@ def write(paths: list[Path], repo: Path = REPO) -> None:
 
 
 if __name__ == "__main__":
-    actions = ("run", "combine", "table", "readme", "docs", "check")
+    actions = ("run", "combine", "tta", "table", "readme", "docs", "check")
     if len(sys.argv) < 2 or sys.argv[1] not in actions:
         raise SystemExit(__doc__)
     if sys.argv[1] == "run":
         run(sys.argv[2:])
     elif sys.argv[1] == "combine":
         combine(sys.argv[2:])
+    elif sys.argv[1] == "tta":
+        if len(sys.argv) != 5:
+            raise SystemExit('usage: results.py tta NAME RUN "TRAIN COMMAND"')
+        tta(*sys.argv[2:5])
     elif sys.argv[1] == "table":
         print(table())
     elif sys.argv[1] == "readme":

@@ -175,3 +175,29 @@ def test_robust_recipe_seeds_line_lists_each_seeds_target_drops_and_their_mean(
     assert "seeds 42, 43" in line and pattern.format(seed="N") in line
     assert "lost by `tf_flowers_robust`: blur_r2 3.8, 2.0 (mean 2.9); jpeg_q30 1.4, 1.0" in line
     assert line.endswith("(mean 1.2) (target 3).")
+
+
+def _tta_report(single: float, mirrored: float, count: int = 100) -> dict:
+    modes = {
+        mode: {"accuracy": accuracy, "ece": 0.03, "ms_per_image": ms}
+        for mode, accuracy, ms in (("single", single, 5.0), ("tta", mirrored, 10.0))
+    }
+    return {
+        "count": count, "results": modes, "accuracy_gain_points": 100 * (mirrored - single),
+        "cost_ratio": 2.0, "train_command": "flowerclf train x", "hardware": "CPU: test (avx2)",
+    }  # fmt: skip
+
+
+def test_tta_table_orders_seeds_by_number_and_gives_each_recipes_mean(
+    results: ModuleType, tmp_path: Path
+) -> None:
+    for name, (single, mirrored) in {
+        "best-seed142": (0.96, 0.97), "best-seed42": (0.90, 0.90), "fast-seed42": (0.8, 0.81),
+    }.items():  # fmt: skip
+        _write_json(tmp_path / "results" / "tta" / f"{name}.json", _tta_report(single, mirrored))
+    text = results.tta_table(tmp_path)
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["| best-seed42", "| best-seed142", "| fast-seed42"]
+    assert "| best-seed142 | 100 | 0.9600 | 0.9700 | +1.00 |" in text
+    assert "`best` 0.9300 -> 0.9350 (2 seeds)" in text and "`fast` one seed" in text
+    assert results.tta_table(tmp_path / "elsewhere") is None
