@@ -3,6 +3,7 @@
     python scripts/results.py run [ROW ...]   # train each ROWS row, save results/<row>.json
     python scripts/results.py combine [ROW ...]  # an oxford102_best row from its members' rows
     python scripts/results.py tta NAME RUN "TRAIN COMMAND"  # mirror TTA of a trained run
+    python scripts/results.py fusion NAME RUN "TRAIN COMMAND"  # kNN/classifier fusion of one
     python scripts/results.py table           # print the training-results table
     python scripts/results.py readme          # the pipeline summary table -> README.md
     python scripts/results.py docs            # the whole results page -> docs/results.md
@@ -405,16 +406,43 @@ def tta(name: str, run: str, train_command: str) -> None:
     directory or checkpoint kept in outputs/) on its test split, on the float32 ONNX graph
     (the auto runtime may be int8, which moves accuracy by itself), and save the report as
     results/tta/<name>.json with the command that trained the model."""
-    target = Path(run) / "checkpoints" / "best.ckpt" if Path(run).is_dir() else run
-    argv = ["flowerclf", "-q", "evaluate", str(target), "--tta", "--json", "backend=onnx"]
-    print(f"== tta {name}: {' '.join(argv)}", file=sys.stderr, flush=True)
+    argv = ["-m", "flowerclf", "-q", "evaluate", _checkpoint(run), "--tta", "--json",
+            "backend=onnx"]  # fmt: skip
     with tempfile.TemporaryDirectory() as out:
-        done = subprocess.run([sys.executable, "-m", *argv, f"out={out}"], capture_output=True,
-                              text=True, check=False, cwd=REPO)  # fmt: skip
+        report = _last_json_line(f"tta {name}", [*argv, f"out={out}"])
+    save_tta(name, report, train_command)
+
+
+def _checkpoint(run: str) -> str:
+    """A run directory kept in outputs/ -> its best checkpoint; a run id stays as it is."""
+    return str(Path(run) / "checkpoints" / "best.ckpt") if Path(run).is_dir() else run
+
+
+def _last_json_line(label: str, argv: list[str]) -> dict[str, Any]:
+    """Run ``python ARGV`` in the repository; its JSON result, the last line it prints."""
+    print(f"== {label}: python {' '.join(argv)}", file=sys.stderr, flush=True)
+    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
+                          check=False, cwd=REPO)  # fmt: skip
     if done.returncode != 0:
         sys.stderr.write(done.stderr[-3000:])
-        raise SystemExit(f"tta {name} failed with exit code {done.returncode}")
-    save_tta(name, json.loads(done.stdout.strip().splitlines()[-1]), train_command)
+        raise SystemExit(f"{label} failed with exit code {done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+FUSION_DIR = RESULTS_DIR / "knn_fusion"
+
+
+def fusion(name: str, run: str, train_command: str) -> None:
+    """Measure kNN/classifier fusion of a trained run (scripts/knn_fusion.py: weight and k
+    chosen on val, test scored once) and save it as results/knn_fusion/<name>.json with the
+    command that trained the model."""
+    report = _last_json_line(f"knn fusion {name}", ["scripts/knn_fusion.py", _checkpoint(run)])
+    report |= {"train_command": train_command, "command": "python scripts/knn_fusion.py <run>"}
+    FUSION_DIR.mkdir(parents=True, exist_ok=True)
+    (FUSION_DIR / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    chosen = report["chosen"]
+    print(f"   {report['test_accuracy_classifier']:.4f} -> {report['test_accuracy_fused']:.4f}"
+          f" (k={chosen['k']}, w={chosen['weight']})", file=sys.stderr)  # fmt: skip
 
 
 def save_tta(name: str, report: dict[str, Any], train_command: str) -> None:
@@ -432,15 +460,31 @@ def save_tta(name: str, report: dict[str, Any], train_command: str) -> None:
           f"{report['cost_ratio']:.2f}x model time", file=sys.stderr)  # fmt: skip
 
 
-def tta_table(repo: Path = REPO) -> str | None:
-    """Mirror TTA per measured model (results/tta/*.json), with each recipe's mean gain."""
+def _per_model_reports(folder: Path) -> dict[str, dict[str, Any]]:
+    """``<recipe>-seed<N>.json`` reports in ``folder``, by name, in recipe then seed order."""
 
     def recipe_and_seed(path: Path) -> tuple[str, int]:
         recipe, _, seed = path.stem.rpartition("-seed")
         return recipe, int(seed)
 
-    paths = sorted((repo / "results" / "tta").glob("*.json"), key=recipe_and_seed)
-    reports = {path.stem: _json(path) for path in paths}
+    paths = sorted(folder.glob("*.json"), key=recipe_and_seed)
+    return {path.stem: report for path in paths if (report := _json(path)) is not None}
+
+
+def _mean_change(accuracies: dict[str, list[tuple[float, float]]]) -> str:
+    """Per recipe, its models' mean accuracy before -> after a lever."""
+    return "; ".join(
+        f"`{model}` {statistics.mean(a for a, _ in pairs):.4f} -> "
+        f"{statistics.mean(b for _, b in pairs):.4f} ({len(pairs)} seeds)"
+        if len(pairs) > 1
+        else f"`{model}` one seed"
+        for model, pairs in accuracies.items()
+    )
+
+
+def tta_table(repo: Path = REPO) -> str | None:
+    """Mirror TTA per measured model (results/tta/*.json), with each recipe's mean gain."""
+    reports = _per_model_reports(repo / "results" / "tta")
     if not reports:
         return None
     lines = [
@@ -450,7 +494,6 @@ def tta_table(repo: Path = REPO) -> str | None:
     ]
     accuracies: dict[str, list[tuple[float, float]]] = {}
     for name, report in reports.items():
-        assert report is not None
         single, mirrored = report["results"]["single"], report["results"]["tta"]
         accuracies.setdefault(name.rpartition("-seed")[0], []).append(
             (single["accuracy"], mirrored["accuracy"])
@@ -461,18 +504,41 @@ def tta_table(repo: Path = REPO) -> str | None:
             f"{single['ece']:.3f} | {mirrored['ece']:.3f} | {report['cost_ratio']:.2f}x | "
             f"`{report['train_command']}` |"
         )
-    means = "; ".join(
-        f"`{model}` {statistics.mean(a for a, _ in pairs):.4f} -> "
-        f"{statistics.mean(b for _, b in pairs):.4f} ({len(pairs)} seeds)"
-        if len(pairs) > 1
-        else f"`{model}` one seed"
-        for model, pairs in accuracies.items()
-    )
-    hardware = sorted({str(r["hardware"]) for r in reports.values() if r})
+    means = _mean_change(accuracies)
+    hardware = sorted({str(r["hardware"]) for r in reports.values()})
     return (
         "\n".join(lines) + f"\n\nMean test accuracy without -> with TTA: {means}. Measured on "
         f'{", ".join(hardware)} with `python scripts/results.py tta NAME RUN "TRAIN COMMAND"` '
         "(`flowerclf evaluate <run> --tta --json backend=onnx`: the float32 graph).\n"
+    )
+
+
+def fusion_table(repo: Path = REPO) -> str | None:
+    """kNN/classifier fusion per measured model (results/knn_fusion/*.json)."""
+    reports = _per_model_reports(repo / "results" / "knn_fusion")
+    if not reports:
+        return None
+    lines = [
+        "| model | test images | classifier | kNN alone | fused | k, w (chosen on val) | "
+        "gain (points) | best on test (not a result) | trained with |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
+    accuracies: dict[str, list[tuple[float, float]]] = {}
+    for name, report in reports.items():
+        before, after = report["test_accuracy_classifier"], report["test_accuracy_fused"]
+        accuracies.setdefault(name.rpartition("-seed")[0], []).append((before, after))
+        chosen = report["chosen"]
+        lines.append(
+            f"| {name} | {report['count']} | {before:.4f} | {report['test_accuracy_knn']:.4f} | "
+            f"{after:.4f} | {chosen['k']}, {chosen['weight']:.2f} | {report['gain_points']:+.2f} | "
+            f"{report['test_accuracy_best_on_test']:.4f} | `{report['train_command']}` |"
+        )
+    hardware = sorted({str(r["hardware"]) for r in reports.values()})
+    return (
+        "\n".join(lines) + f"\n\nMean test accuracy classifier -> fused: "
+        f"{_mean_change(accuracies)}. Measured on {', '.join(hardware)} with "
+        '`python scripts/results.py fusion NAME RUN "TRAIN COMMAND"` '
+        "(`python scripts/knn_fusion.py <run>`).\n"
     )
 
 
@@ -1005,6 +1071,9 @@ def results_page(repo: Path = REPO) -> str:
     mirrored = tta_table(repo)
     if mirrored is not None:
         sections += [TTA_INTRO, mirrored]
+    fused = fusion_table(repo)
+    if fused is not None:
+        sections += [FUSION_INTRO, fused]
     session = _json(repo / "results" / "onnx_session_check.json")
     if session is not None:
         sections += [SESSION_INTRO, session_table(session) + "\n"]
@@ -1017,6 +1086,16 @@ Issue 14's last cheap lever: each test image averaged with its mirror image (`--
 `?tta=true`, `Classifier(tta=True)`), at about twice the model time. Measured on models
 trained for the rows above or as ensemble members (same recipe, that seed), on the float32
 ONNX graph, since the int8 model `backend="auto"` may serve moves accuracy by itself.
+"""
+
+
+FUSION_INTRO = """## kNN / classifier fusion of the best recipes' models
+
+Issue 14's "kNN-on-embeddings / classifier fusion" lever: each image's class probabilities
+averaged with the similarity-weighted votes of its k nearest training images in the
+model's own embedding space, `(1 - w) * p_classifier + w * p_kNN`. k (5, 10, 20, 50) and w
+(0 to 1 in steps of 0.05) are chosen on the validation split, then test is scored once;
+the best pair on test is shown only as the ceiling. The same models as the TTA table.
 """
 
 
@@ -1224,17 +1303,17 @@ def write(paths: list[Path], repo: Path = REPO) -> None:
 
 
 if __name__ == "__main__":
-    actions = ("run", "combine", "tta", "table", "readme", "docs", "check")
+    actions = ("run", "combine", "tta", "fusion", "table", "readme", "docs", "check")
     if len(sys.argv) < 2 or sys.argv[1] not in actions:
         raise SystemExit(__doc__)
     if sys.argv[1] == "run":
         run(sys.argv[2:])
     elif sys.argv[1] == "combine":
         combine(sys.argv[2:])
-    elif sys.argv[1] == "tta":
+    elif sys.argv[1] in ("tta", "fusion"):
         if len(sys.argv) != 5:
-            raise SystemExit('usage: results.py tta NAME RUN "TRAIN COMMAND"')
-        tta(*sys.argv[2:5])
+            raise SystemExit(f'usage: results.py {sys.argv[1]} NAME RUN "TRAIN COMMAND"')
+        (tta if sys.argv[1] == "tta" else fusion)(*sys.argv[2:5])
     elif sys.argv[1] == "table":
         print(table())
     elif sys.argv[1] == "readme":

@@ -201,3 +201,29 @@ def test_tta_table_orders_seeds_by_number_and_gives_each_recipes_mean(
     assert "| best-seed142 | 100 | 0.9600 | 0.9700 | +1.00 |" in text
     assert "`best` 0.9300 -> 0.9350 (2 seeds)" in text and "`fast` one seed" in text
     assert results.tta_table(tmp_path / "elsewhere") is None
+
+
+def _fusion_report(classifier: float, fused: float, k: int, weight: float) -> dict:
+    return {
+        "count": 100, "test_accuracy_classifier": classifier, "test_accuracy_knn": 0.9,
+        "test_accuracy_fused": fused, "gain_points": 100 * (fused - classifier),
+        "test_accuracy_best_on_test": max(classifier, fused) + 0.01,
+        "chosen": {"k": k, "weight": weight, "val_accuracy": 0.95},
+        "train_command": "flowerclf train x", "hardware": "CPU: test (avx2)",
+    }  # fmt: skip
+
+
+def test_fusion_table_shows_the_val_chosen_pair_and_each_recipes_mean(
+    results: ModuleType, tmp_path: Path
+) -> None:
+    for name, report in {
+        "best-seed242": _fusion_report(0.94, 0.93, 20, 0.1),
+        "best-seed42": _fusion_report(0.95, 0.95, 5, 0.0),
+    }.items():
+        _write_json(tmp_path / "results" / "knn_fusion" / f"{name}.json", report)
+    text = results.fusion_table(tmp_path)
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["| best-seed42", "| best-seed242"]
+    assert "| best-seed242 | 100 | 0.9400 | 0.9000 | 0.9300 | 20, 0.10 | -1.00 | 0.9500 |" in text
+    assert "`best` 0.9450 -> 0.9400 (2 seeds)" in text
+    assert results.fusion_table(tmp_path / "elsewhere") is None
