@@ -17,8 +17,9 @@ PORT ?= 8000
 # A worker that dies is reported as a failed test and not replaced: with --dist loadfile,
 # pytest-xdist 3.8 re-runs the test that killed it on the replacement and can then wait
 # forever (pytest-xdist issues #1378, #1371), which turned one crash into a CI timeout.
+# --no-loadscope-reorder keeps the order tests/conftest.py gives: slow files first.
 # PYTEST_ARGS="-p no:xdist" runs it in one process.
-PYTEST_ARGS ?= -n 2 --dist loadfile --max-worker-restart=0
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder --max-worker-restart=0
 # The pipeline's stages call `flowerclf`: put this venv first on PATH for them.
 DVC := PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc
 
