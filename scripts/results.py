@@ -4,6 +4,7 @@
     python scripts/results.py combine [ROW ...]  # an oxford102_best row from its members' rows
     python scripts/results.py tta NAME RUN "TRAIN COMMAND"  # mirror TTA of a trained run
     python scripts/results.py fusion NAME RUN "TRAIN COMMAND"  # kNN/classifier fusion of one
+    python scripts/results.py resolution NAME RUN "TRAIN COMMAND"  # larger test inputs of one
     python scripts/results.py table           # print the training-results table
     python scripts/results.py readme          # the pipeline summary table -> README.md
     python scripts/results.py docs            # the whole results page -> docs/results.md
@@ -432,19 +433,36 @@ def _last_json_line(label: str, argv: list[str]) -> dict[str, Any]:
 
 
 FUSION_DIR = RESULTS_DIR / "knn_fusion"
+RESOLUTION_DIR = RESULTS_DIR / "eval_resolution"
+
+
+def _script_report(folder: Path, name: str, script: str, run: str, train_command: str) -> dict:
+    """Run ``scripts/<script>.py`` on a trained run and save its report as
+    ``folder/<name>.json`` with the command that trained the model."""
+    report = _last_json_line(f"{script} {name}", [f"scripts/{script}.py", _checkpoint(run)])
+    report |= {"train_command": train_command, "command": f"python scripts/{script}.py <run>"}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def fusion(name: str, run: str, train_command: str) -> None:
     """Measure kNN/classifier fusion of a trained run (scripts/knn_fusion.py: weight and k
     chosen on val, test scored once) and save it as results/knn_fusion/<name>.json with the
     command that trained the model."""
-    report = _last_json_line(f"knn fusion {name}", ["scripts/knn_fusion.py", _checkpoint(run)])
-    report |= {"train_command": train_command, "command": "python scripts/knn_fusion.py <run>"}
-    FUSION_DIR.mkdir(parents=True, exist_ok=True)
-    (FUSION_DIR / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    report = _script_report(FUSION_DIR, name, "knn_fusion", run, train_command)
     chosen = report["chosen"]
     print(f"   {report['test_accuracy_classifier']:.4f} -> {report['test_accuracy_fused']:.4f}"
           f" (k={chosen['k']}, w={chosen['weight']})", file=sys.stderr)  # fmt: skip
+
+
+def resolution(name: str, run: str, train_command: str) -> None:
+    """Measure larger test-time inputs for a trained run (scripts/eval_resolution.py: setting
+    chosen on val, test scored once) and save it as results/eval_resolution/<name>.json."""
+    report = _script_report(RESOLUTION_DIR, name, "eval_resolution", run, train_command)
+    chosen = report["chosen"]
+    print(f"   {report['test_accuracy_trained']:.4f} -> {report['test_accuracy_chosen']:.4f}"
+          f" ({chosen['input_size']} px, crop {chosen['crop_pct']})", file=sys.stderr)  # fmt: skip
 
 
 def save_tta(name: str, report: dict[str, Any], train_command: str) -> None:
@@ -542,6 +560,40 @@ def fusion_table(repo: Path = REPO) -> str | None:
         '`python scripts/results.py fusion NAME RUN "TRAIN COMMAND"` '
         "(`python scripts/knn_fusion.py <run>`).\n"
     )
+
+
+def resolution_table(repo: Path = REPO) -> str | None:
+    """Test-time input size per measured model (results/eval_resolution/*.json)."""
+    reports = _per_model_reports(repo / "results" / "eval_resolution")
+    if not reports:
+        return None
+    lines = [
+        "| model | test images | trained input | accuracy | chosen on val | accuracy | "
+        "gain (points) | best on test (not a result) | trained with |",
+        "|---|---:|---|---:|---|---:|---:|---:|---|",
+    ]
+    accuracies: dict[str, list[tuple[float, float]]] = {}
+    for name, report in reports.items():
+        before, after = report["test_accuracy_trained"], report["test_accuracy_chosen"]
+        accuracies.setdefault(name.rpartition("-seed")[0], []).append((before, after))
+        trained, chosen = report["trained"], report["chosen"]
+        lines.append(
+            f"| {name} | {report['count']} | {_input(trained)} | {before:.4f} | "
+            f"{_input(chosen)} | {after:.4f} | {report['gain_points']:+.2f} | "
+            f"{report['test_accuracy_best_on_test']:.4f} | `{report['train_command']}` |"
+        )
+    hardware = sorted({str(r["hardware"]) for r in reports.values()})
+    return (
+        "\n".join(lines) + f"\n\nMean test accuracy at the trained input -> chosen on val: "
+        f"{_mean_change(accuracies)}. Measured on {', '.join(hardware)} with "
+        '`python scripts/results.py resolution NAME RUN "TRAIN COMMAND"` '
+        "(`python scripts/eval_resolution.py <run>`).\n"
+    )
+
+
+def _input(setting: dict[str, Any]) -> str:
+    crop = "no crop" if setting["crop_pct"] >= 1 else f"crop {setting['crop_pct']:g}"
+    return f"{setting['input_size']} px, {crop}"
 
 
 def dvc_result(recipe: str, repo: Path = REPO) -> dict[str, Any] | None:
@@ -1082,6 +1134,9 @@ def results_page(repo: Path = REPO) -> str:
     fused = fusion_table(repo)
     if fused is not None:
         sections += [FUSION_INTRO, fused]
+    resized = resolution_table(repo)
+    if resized is not None:
+        sections += [RESOLUTION_INTRO, resized]
     session = _json(repo / "results" / "onnx_session_check.json")
     if session is not None:
         sections += [SESSION_INTRO, session_table(session) + "\n"]
@@ -1104,6 +1159,18 @@ averaged with the similarity-weighted votes of its k nearest training images in 
 model's own embedding space, `(1 - w) * p_classifier + w * p_kNN`. k (5, 10, 20, 50) and w
 (0 to 1 in steps of 0.05) are chosen on the validation split, then test is scored once;
 the best pair on test is shown only as the ceiling. The same models as the TTA table.
+"""
+
+
+RESOLUTION_INTRO = """## Larger inputs at test time ("FixRes") for the best recipes' models
+
+Issue 14's resolution lever without retraining: random-resized-crop training shows the
+network flowers larger than the evaluation's centre crop does, so a model may score better
+at a larger test input than it was trained at (Touvron et al., 2019). Each model predicts
+val and test at its trained input and at +32, +64 and +96 px, each with the trained
+centre-crop fraction and with no crop; the setting is chosen on val, then test is scored
+once; the best setting on test is shown only as the ceiling. The same models as the TTA
+table.
 """
 
 
@@ -1311,17 +1378,18 @@ def write(paths: list[Path], repo: Path = REPO) -> None:
 
 
 if __name__ == "__main__":
-    actions = ("run", "combine", "tta", "fusion", "table", "readme", "docs", "check")
+    actions = ("run", "combine", "tta", "fusion", "resolution", "table", "readme", "docs", "check")
     if len(sys.argv) < 2 or sys.argv[1] not in actions:
         raise SystemExit(__doc__)
     if sys.argv[1] == "run":
         run(sys.argv[2:])
     elif sys.argv[1] == "combine":
         combine(sys.argv[2:])
-    elif sys.argv[1] in ("tta", "fusion"):
+    elif sys.argv[1] in ("tta", "fusion", "resolution"):
         if len(sys.argv) != 5:
             raise SystemExit(f'usage: results.py {sys.argv[1]} NAME RUN "TRAIN COMMAND"')
-        (tta if sys.argv[1] == "tta" else fusion)(*sys.argv[2:5])
+        measure = {"tta": tta, "fusion": fusion, "resolution": resolution}[sys.argv[1]]
+        measure(*sys.argv[2:5])
     elif sys.argv[1] == "table":
         print(table())
     elif sys.argv[1] == "readme":

@@ -227,3 +227,33 @@ def test_fusion_table_shows_the_val_chosen_pair_and_each_recipes_mean(
     assert "| best-seed242 | 100 | 0.9400 | 0.9000 | 0.9300 | 20, 0.10 | -1.00 | 0.9500 |" in text
     assert "`best` 0.9450 -> 0.9400 (2 seeds)" in text
     assert results.fusion_table(tmp_path / "elsewhere") is None
+
+
+def _resolution_report(trained: float, chosen: float, size: int, crop: float) -> dict:
+    return {
+        "count": 100, "test_accuracy_trained": trained, "test_accuracy_chosen": chosen,
+        "gain_points": 100 * (chosen - trained),
+        "test_accuracy_best_on_test": max(trained, chosen) + 0.01,
+        "trained": {"input_size": 224, "crop_pct": 0.875},
+        "chosen": {"input_size": size, "crop_pct": crop, "val_accuracy": 0.95},
+        "train_command": "flowerclf train x", "hardware": "CPU: test (avx2)",
+    }  # fmt: skip
+
+
+def test_resolution_table_shows_trained_and_val_chosen_inputs_and_each_recipes_mean(
+    results: ModuleType, tmp_path: Path
+) -> None:
+    for name, report in {
+        "best-seed142": _resolution_report(0.94, 0.96, 288, 1.0),
+        "best-seed42": _resolution_report(0.95, 0.95, 224, 0.875),
+    }.items():
+        _write_json(tmp_path / "results" / "eval_resolution" / f"{name}.json", report)
+    text = results.resolution_table(tmp_path)
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["| best-seed42", "| best-seed142"]
+    assert (
+        "| best-seed142 | 100 | 224 px, crop 0.875 | 0.9400 | 288 px, no crop | 0.9600 | +2.00 |"
+        in text
+    )
+    assert "`best` 0.9450 -> 0.9550 (2 seeds)" in text
+    assert results.resolution_table(tmp_path / "elsewhere") is None
