@@ -252,6 +252,10 @@ ROWS: dict[str, list[str]] = {
         ]
         for n in (2, 3)
     },
+    # The same lever on the swapped split, whose recipe is a single model on 3 views.
+    "oxford102_swapped-lite0_tail5_x3-ce-best-seed42": [
+        "experiment=oxford102_swapped_best", "model.members=3", "seed=42",
+    ],
 }  # fmt: skip
 
 # Each dataset's best CPU recipe (an `experiment=` config and a DVC recipe of the same
