@@ -359,6 +359,7 @@ ORDER = [
     "tf_flowers-lite0_tail5-ce-strong_views5-seed43",
     "tf_flowers-lite0_x3-ce-fast",
     *(f"tf_flowers4-lite0_warm_full_x{n}-ce-best-seed42" for n in (2, 3)),
+    "oxford102_swapped-lite0_tail5_x2-ce-best-seed42",
 ]  # fmt: skip
 
 
