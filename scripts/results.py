@@ -511,6 +511,22 @@ def _mean_change(accuracies: dict[str, list[tuple[float, float]]]) -> str:
     )
 
 
+def _lever_footer(
+    change: str,
+    accuracies: dict[str, list[tuple[float, float]]],
+    reports: dict[str, dict[str, Any]],
+    action: str,
+    measured_by: str,
+) -> str:
+    """The line under a lever table: each recipe's mean change, the machines, the command."""
+    hardware = sorted({str(r["hardware"]) for r in reports.values()})
+    return (
+        f"\n\nMean test accuracy {change}: {_mean_change(accuracies)}. Measured on "
+        f'{", ".join(hardware)} with `python scripts/results.py {action} NAME RUN "TRAIN COMMAND"` '
+        f"({measured_by}).\n"
+    )  # fmt: skip
+
+
 def tta_table(repo: Path = REPO) -> str | None:
     """Mirror TTA per measured model (results/tta/*.json), with each recipe's mean gain."""
     reports = _per_model_reports(repo / "results" / "tta")
@@ -533,13 +549,10 @@ def tta_table(repo: Path = REPO) -> str | None:
             f"{single['ece']:.3f} | {mirrored['ece']:.3f} | {report['cost_ratio']:.2f}x | "
             f"`{report['train_command']}` |"
         )
-    means = _mean_change(accuracies)
-    hardware = sorted({str(r["hardware"]) for r in reports.values()})
-    return (
-        "\n".join(lines) + f"\n\nMean test accuracy without -> with TTA: {means}. Measured on "
-        f'{", ".join(hardware)} with `python scripts/results.py tta NAME RUN "TRAIN COMMAND"` '
-        "(`flowerclf evaluate <run> --tta --json backend=onnx`: the float32 graph).\n"
-    )
+    return "\n".join(lines) + _lever_footer(
+        "without -> with TTA", accuracies, reports, "tta",
+        "`flowerclf evaluate <run> --tta --json backend=onnx`: the float32 graph",
+    )  # fmt: skip
 
 
 def fusion_table(repo: Path = REPO) -> str | None:
@@ -562,12 +575,8 @@ def fusion_table(repo: Path = REPO) -> str | None:
             f"{after:.4f} | {chosen['k']}, {chosen['weight']:.2f} | {report['gain_points']:+.2f} | "
             f"{report['test_accuracy_best_on_test']:.4f} | `{report['train_command']}` |"
         )
-    hardware = sorted({str(r["hardware"]) for r in reports.values()})
-    return (
-        "\n".join(lines) + f"\n\nMean test accuracy classifier -> fused: "
-        f"{_mean_change(accuracies)}. Measured on {', '.join(hardware)} with "
-        '`python scripts/results.py fusion NAME RUN "TRAIN COMMAND"` '
-        "(`python scripts/knn_fusion.py <run>`).\n"
+    return "\n".join(lines) + _lever_footer(
+        "classifier -> fused", accuracies, reports, "fusion", "`python scripts/knn_fusion.py <run>`"
     )
 
 
@@ -591,13 +600,10 @@ def resolution_table(repo: Path = REPO) -> str | None:
             f"{_input(chosen)} | {after:.4f} | {report['gain_points']:+.2f} | "
             f"{report['test_accuracy_best_on_test']:.4f} | `{report['train_command']}` |"
         )
-    hardware = sorted({str(r["hardware"]) for r in reports.values()})
-    return (
-        "\n".join(lines) + f"\n\nMean test accuracy at the trained input -> chosen on val: "
-        f"{_mean_change(accuracies)}. Measured on {', '.join(hardware)} with "
-        '`python scripts/results.py resolution NAME RUN "TRAIN COMMAND"` '
-        "(`python scripts/eval_resolution.py <run>`).\n"
-    )
+    return "\n".join(lines) + _lever_footer(
+        "at the trained input -> chosen on val", accuracies, reports, "resolution",
+        "`python scripts/eval_resolution.py <run>`",
+    )  # fmt: skip
 
 
 def _input(setting: dict[str, Any]) -> str:
